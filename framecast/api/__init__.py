@@ -1,0 +1,1 @@
+"""HTTP routers: thin translations between fal's wire format and `framecast.service`."""

@@ -1,0 +1,28 @@
+"""Output and input files at `/files/<key>`, with HTTP Range so a browser `<video>` can seek."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from framecast.api.state import AppState, app_state
+from framecast.store.blobs import InvalidKeyError
+
+router = APIRouter(tags=["files"])
+State = Annotated[AppState, Depends(app_state)]
+
+
+@router.api_route("/files/{key:path}", methods=["GET", "HEAD"])
+async def get_file(state: State, key: str) -> Response:
+    try:
+        path = state.blobs.local_path(key)
+    except InvalidKeyError:
+        return JSONResponse({"detail": "File not found"}, status_code=404)
+    if path is None:
+        return RedirectResponse(state.blobs.url_for(key, base_url=state.settings.public_url or ""))
+    if not path.is_file():
+        return JSONResponse({"detail": "File not found"}, status_code=404)
+    # Keys are unguessable and never reused, so the bytes behind a URL never change.
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})

@@ -1,0 +1,73 @@
+"""fal request headers and query flags."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+
+from framecast.api.errors import BadHeaderError
+from framecast.service.queue import InvalidInputError, SubmitOptions
+from framecast.store.jobs import Priority
+
+TRUE_FLAGS = {"1", "true", "yes", "on"}
+FALSE_FLAGS = {"0", "false", "no", "off", ""}
+
+
+def parse_flag(value: str | None, *, name: str) -> bool:
+    """fal-client sends `logs=true|false`, @fal-ai/client `logs=1|0`; accept both."""
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in TRUE_FLAGS:
+        return True
+    if lowered in FALSE_FLAGS:
+        return False
+    raise BadHeaderError(f"{name} must be one of 1, 0, true, false (got {value!r})")
+
+
+def parse_priority(value: str | None) -> Priority:
+    if value is None:
+        return Priority.NORMAL
+    try:
+        return {"normal": Priority.NORMAL, "low": Priority.LOW}[value.strip().lower()]
+    except KeyError:
+        raise BadHeaderError(f"X-Fal-Queue-Priority must be 'normal' or 'low' (got {value!r})") from None
+
+
+def parse_start_timeout(request: Request) -> float | None:
+    """`X-Fal-Request-Start-Timeout`, or the deprecated `X-Fal-Request-Timeout` (seconds, > 1)."""
+    for name in ("x-fal-request-start-timeout", "x-fal-request-timeout"):
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise BadHeaderError(f"{name} must be a number of seconds (got {value!r})") from None
+        if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+            raise BadHeaderError(f"{name} must be a positive number of seconds (got {value!r})")
+        return seconds
+    return None
+
+
+def submit_options(request: Request, *, base_url: str, allow_test_faults: bool) -> SubmitOptions:
+    return SubmitOptions(
+        priority=parse_priority(request.headers.get("x-fal-queue-priority")),
+        start_timeout_s=parse_start_timeout(request),
+        base_url=base_url,
+        webhook_url=request.query_params.get("fal_webhook"),
+        test_fault=request.headers.get("x-framecast-test-fault") if allow_test_faults else None,
+    )
+
+
+async def read_json_body(request: Request) -> Any:
+    """The raw input JSON; malformed JSON is a 422 in FastAPI's shape."""
+    body = await request.body()
+    try:
+        return json.loads(body) if body else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidInputError(
+            [{"loc": ["body", getattr(error, "pos", 0)], "msg": "JSON decode error", "type": "json_invalid", "input": {}}]
+        ) from None

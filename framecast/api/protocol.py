@@ -1,0 +1,107 @@
+"""fal's queue wire format: the JSON bodies the routers send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from framecast.service.queue import StatusView
+from framecast.store.jobs import JobEvent, JobRecord, JobStatus
+
+
+class LogEntry(BaseModel):
+    message: str
+    level: Literal["STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG"] = "INFO"
+    source: Literal["USER"] = "USER"
+    timestamp: str
+
+
+class QueueStatus(BaseModel):
+    status: Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    queue_position: int | None = Field(None, description="Requests ahead of this one (IN_QUEUE only).")
+    logs: list[LogEntry] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    progress: dict[str, Any] | None = Field(
+        None, description="Framecast: the latest step, total_steps, eta_s and fraction while IN_PROGRESS."
+    )
+
+
+class SubmitResponse(QueueStatus):
+    gateway_request_id: str
+
+
+def app_path(endpoint_id: str) -> str:
+    """fal's status, result and cancel URLs use only owner/alias; the endpoint's subpath is dropped."""
+    return "/".join(endpoint_id.split("/")[:2])
+
+
+def request_urls(queue_base_url: str, record: JobRecord) -> dict[str, str]:
+    response_url = f"{queue_base_url}/{app_path(record.endpoint_id)}/requests/{record.request_id}"
+    return {
+        "response_url": response_url,
+        "status_url": response_url + "/status",
+        "cancel_url": response_url + "/cancel",
+    }
+
+
+def log_entry(event: JobEvent) -> LogEntry:
+    timestamp = datetime.fromtimestamp(event.created_at, tz=UTC).isoformat().replace("+00:00", "Z")
+    level = event.level if event.level in ("STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG") else "INFO"
+    return LogEntry(message=event.message, level=level, timestamp=timestamp)  # type: ignore[arg-type]
+
+
+def status_body(view: StatusView, *, queue_base_url: str) -> QueueStatus:
+    record = view.record
+    body = QueueStatus(
+        status=record.status.value,
+        request_id=record.request_id,
+        logs=None if view.logs is None else [log_entry(event) for event in view.logs],
+        **request_urls(queue_base_url, record),
+    )
+    if record.status is JobStatus.IN_QUEUE:
+        body.queue_position = view.queue_position
+    elif record.status is JobStatus.IN_PROGRESS:
+        body.progress = record.progress
+    else:
+        outcome = record.outcome
+        body.metrics = {"inference_time": outcome.inference_time_s if outcome else None}
+        if outcome is not None and outcome.status_code >= 400:
+            body.error = outcome.error
+            body.error_type = outcome.error_type
+    return body
+
+
+def submit_body(record: JobRecord, *, queue_base_url: str, queue_position: int) -> SubmitResponse:
+    return SubmitResponse(
+        status="IN_QUEUE",
+        request_id=record.request_id,
+        gateway_request_id=record.request_id,
+        queue_position=queue_position,
+        logs=None,
+        metrics={},
+        **request_urls(queue_base_url, record),
+    )
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The wire JSON: keys that fal sends as null stay null; our additions are dropped when empty."""
+    body = model.model_dump(mode="json")
+    for optional in ("progress", "queue_position", "error", "error_type"):
+        if body.get(optional) is None and optional not in _ALWAYS[body["status"]]:
+            body.pop(optional, None)
+    return body
+
+
+_ALWAYS: dict[str, set[str]] = {
+    "IN_QUEUE": {"queue_position"},
+    "IN_PROGRESS": set(),
+    "COMPLETED": {"error", "error_type"},
+}

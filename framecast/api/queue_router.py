@@ -1,0 +1,119 @@
+"""fal's queue API under `/queue` (protocol.md §1.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from framecast.api.headers import parse_flag, read_json_body, submit_options
+from framecast.api.protocol import QueueStatus, SubmitResponse, dump, status_body, submit_body
+from framecast.api.state import AppState, app_state, base_url
+from framecast.service.queue import StatusView
+from framecast.store.jobs import CancelOutcome, JobStatus
+
+QUEUE_PREFIX = "/queue"
+LOGS_QUERY = Query(None, description="Include logs: 1, 0, true or false.")
+
+router = APIRouter(prefix=QUEUE_PREFIX, tags=["queue"])
+State = Annotated[AppState, Depends(app_state)]
+
+
+def queue_base(request: Request) -> str:
+    return base_url(request) + QUEUE_PREFIX
+
+
+def _check_app(record_endpoint: str, owner: str, alias: str) -> bool:
+    return record_endpoint.split("/")[:2] == [owner, alias]
+
+
+@router.get("/{owner}/{alias}/requests/{request_id}/status", response_model=QueueStatus)
+async def get_status(
+    request: Request, state: State, owner: str, alias: str, request_id: str, logs: str | None = LOGS_QUERY
+) -> JSONResponse:
+    view = await state.queue.status(request_id, with_logs=parse_flag(logs, name="logs"))
+    if not _check_app(view.record.endpoint_id, owner, alias):
+        return JSONResponse({"detail": "Request not found"}, status_code=404)
+    code = 200 if view.record.status is JobStatus.COMPLETED else 202
+    return JSONResponse(
+        dump(status_body(view, queue_base_url=queue_base(request))),
+        status_code=code,
+        headers={"x-fal-request-id": request_id},
+    )
+
+
+@router.get("/{owner}/{alias}/requests/{request_id}/status/stream")
+async def stream_status(
+    request: Request, state: State, owner: str, alias: str, request_id: str, logs: str | None = LOGS_QUERY
+) -> StreamingResponse:
+    """Server-sent events: one `data:` status object per change, keep-alive comments, closed after COMPLETED."""
+    with_logs = parse_flag(logs, name="logs")
+    first = await state.queue.status(request_id, with_logs=with_logs)
+    if not _check_app(first.record.endpoint_id, owner, alias):
+        return StreamingResponse(iter(()), status_code=404)
+    settings = state.settings
+    base = queue_base(request)
+
+    async def events() -> AsyncIterator[str]:
+        view: StatusView = first
+        last_sent: str | None = None
+        last_write = time.monotonic()
+        while True:
+            body = json.dumps(dump(status_body(view, queue_base_url=base)))
+            if body != last_sent:
+                yield f"data: {body}\n\n"
+                last_sent = body
+                last_write = time.monotonic()
+            if view.record.status is JobStatus.COMPLETED:
+                return
+            if time.monotonic() - last_write >= settings.sse_keepalive_s:
+                yield ": keep-alive\n\n"
+                last_write = time.monotonic()
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(settings.poll_interval_s)
+            view = await state.queue.status(request_id, with_logs=with_logs)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-fal-request-id": request_id},
+    )
+
+
+@router.put("/{owner}/{alias}/requests/{request_id}/cancel")
+async def cancel(state: State, owner: str, alias: str, request_id: str) -> JSONResponse:
+    record = await state.queue.find(request_id)
+    if record is None or not _check_app(record.endpoint_id, owner, alias):
+        return JSONResponse({"status": CancelOutcome.NOT_FOUND.value}, status_code=404)
+    outcome = await state.queue.cancel(request_id)
+    code = {CancelOutcome.CANCELLATION_REQUESTED: 202, CancelOutcome.ALREADY_COMPLETED: 400}.get(outcome, 404)
+    return JSONResponse({"status": outcome.value}, status_code=code)
+
+
+@router.get("/{owner}/{alias}/requests/{request_id}")
+async def get_result(request: Request, state: State, owner: str, alias: str, request_id: str) -> JSONResponse:
+    record = await state.queue.get(request_id)
+    if not _check_app(record.endpoint_id, owner, alias):
+        return JSONResponse({"detail": "Request not found"}, status_code=404)
+    result = await state.queue.result(request_id, base_url=base_url(request))
+    return JSONResponse(
+        result.body, status_code=result.status_code, headers={**result.headers, "x-fal-request-id": request_id}
+    )
+
+
+@router.post("/{endpoint_id:path}", response_model=SubmitResponse, status_code=200)
+async def submit(request: Request, state: State, endpoint_id: str) -> JSONResponse:
+    """Queue a request. The body is the endpoint's input JSON, not wrapped."""
+    state.queue.endpoint(endpoint_id)
+    raw_input = await read_json_body(request)
+    options = submit_options(request, base_url=base_url(request), allow_test_faults=state.settings.test_faults)
+    record = await state.queue.submit(endpoint_id, raw_input, options)
+    view = await state.queue.status(record.request_id, with_logs=False)
+    body = submit_body(record, queue_base_url=queue_base(request), queue_position=view.queue_position)
+    return JSONResponse(dump(body), headers={"x-fal-request-id": record.request_id})

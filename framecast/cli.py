@@ -1,0 +1,259 @@
+"""The `framecast` command: serve, worker, and developer tools.
+
+Every `Settings` field is a flag (`--lease-s`) and an environment variable
+(`FRAMECAST_LEASE_S`); a flag wins over the environment, which wins over the
+default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from framecast import __version__
+from framecast.settings import Settings
+
+logger = logging.getLogger("framecast")
+
+SERVE_EPILOG = """\
+Point the unmodified fal clients at this server:
+  export FAL_KEY=anything FAL_QUEUE_RUN_HOST=HOST:PORT/queue FAL_RUN_HOST=HOST:PORT/run
+fal-client (Python) speaks only https: pass --ssl-certfile/--ssl-keyfile (see README) and, for a private CA,
+  export SSL_CERT_FILE=/path/to/ca.pem
+
+Every flag can also be set as an environment variable FRAMECAST_<FLAG> (e.g. FRAMECAST_WORKERS=2).
+"""
+
+
+def _add_settings_arguments(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    fields = Settings.model_fields
+    for name in names:
+        field = fields[name]
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=False)
+        shown = "" if field.default_factory is not None else f" (default: {default})"
+        help_text = f"{field.description}{shown} [env FRAMECAST_{name.upper()}]"
+        annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            continue
+        choices = get_args(annotation) if getattr(annotation, "__origin__", None) is not None else None
+        literal_choices = choices if choices and all(isinstance(choice, str) for choice in choices) else None
+        parser.add_argument(
+            flag, dest=name, default=argparse.SUPPRESS, help=help_text, choices=literal_choices, metavar=name.upper()
+        )
+
+
+SERVE_SETTINGS = [
+    "host",
+    "port",
+    "data_dir",
+    "db",
+    "public_url",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "workers",
+    "models",
+    "device",
+    "lease_s",
+    "max_attempts",
+    "cancel_grace_s",
+    "reaper_interval_s",
+    "poll_interval_s",
+    "sse_keepalive_s",
+    "max_image_pixels",
+    "max_input_bytes",
+    "max_body_bytes",
+    "fetch_timeout_s",
+    "allow_private_fetch",
+    "max_status_logs",
+    "test_faults",
+    "log_level",
+]
+WORKER_SETTINGS = [
+    "data_dir",
+    "db",
+    "models",
+    "device",
+    "lease_s",
+    "cancel_grace_s",
+    "poll_interval_s",
+    "max_image_pixels",
+    "log_level",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framecast", description="Self-hosted image-to-video server, wire-compatible with fal.ai."
+    )
+    parser.add_argument("--version", action="version", version=f"framecast {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="Run the API and its GPU workers (embedded default: SQLite + local files, no other service).",
+        description="Run fal's queue API under /queue and its sync run under /run on one port, "
+        "plus N worker processes.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_settings_arguments(serve, SERVE_SETTINGS)
+
+    worker = commands.add_parser(
+        "worker",
+        help="Run one GPU worker process against a job store (one per GPU; use CUDA_VISIBLE_DEVICES).",
+        description="Claim and run jobs for the endpoints of the model profile.",
+    )
+    _add_settings_arguments(worker, WORKER_SETTINGS)
+
+    dev = commands.add_parser("dev", help="Developer tools.")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    tiny = dev_commands.add_parser(
+        "tiny-models",
+        help="Build the random-weight test pipelines offline into DIR (seconds, CPU, no download).",
+    )
+    tiny.add_argument("directory", type=Path, metavar="DIR")
+    return parser
+
+
+def load_settings(arguments: argparse.Namespace, names: list[str]) -> Settings:
+    overrides: dict[str, Any] = {name: getattr(arguments, name) for name in names if hasattr(arguments, name)}
+    return Settings(**overrides)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def ensure_tiny_models(settings: Settings) -> None:
+    """Build the tiny models in a child process: the API process never imports torch."""
+    from framecast.bindings import resolve_bindings, tiny_models_dir
+
+    directory = tiny_models_dir(settings.data_dir)
+    bindings = resolve_bindings("tiny", data_dir=settings.data_dir)
+    if all((Path(binding.weights) / "framecast-tiny.json").is_file() for binding in bindings):
+        return
+    subprocess.run([sys.executable, "-m", "framecast", "dev", "tiny-models", str(directory)], check=True)
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """One `serve` per data directory: two would both think they own the SQLite workers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(f"framecast: another `framecast serve` is using {data_dir}") from None
+    return descriptor
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from framecast.app import create_app
+    from framecast.worker.supervisor import WorkerSupervisor
+
+    configure_logging(settings.log_level)
+    lock_data_dir(settings.data_dir)
+    if settings.models == "tiny" and settings.workers > 0:
+        ensure_tiny_models(settings)
+    if settings.test_faults:
+        logger.warning("--test-faults is on: X-Framecast-Test-Fault headers can break jobs. Tests only!")
+    if settings.allow_private_fetch:
+        logger.warning("--allow-private-fetch is on: input URLs may reach loopback and private networks.")
+    app = create_app(settings)
+    supervisor = WorkerSupervisor(settings, settings.workers)
+    supervisor.start()
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        supervisor.stop(timeout_s=settings.cancel_grace_s + 5)
+    return 0
+
+
+def run_worker(settings: Settings) -> int:
+    from framecast.bindings import resolve_bindings
+    from framecast.store.blobs import LocalBlobStore
+    from framecast.store.sql_jobs import SqlJobStore
+    from framecast.worker.linux import die_with_parent
+    from framecast.worker.supervisor import SUPERVISOR_PID_ENV
+    from framecast.worker.worker import Worker, WorkerConfig
+
+    supervisor_pid = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor_pid:
+        die_with_parent(int(supervisor_pid))
+    configure_logging(settings.log_level)
+    store = SqlJobStore(settings.database_url)
+    worker = Worker(
+        store=store,
+        blobs=LocalBlobStore(settings.files_dir),
+        bindings=resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device),
+        config=WorkerConfig(
+            lease_s=settings.lease_s,
+            cancel_grace_s=settings.cancel_grace_s,
+            poll_interval_s=settings.poll_interval_s,
+            max_image_pixels=settings.max_image_pixels,
+            tmp_dir=settings.tmp_dir,
+        ),
+    )
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        worker.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    runner = threading.Thread(target=worker.run_forever, name="worker")
+    runner.start()
+    # The main thread only waits, so signal handlers run promptly.
+    while runner.is_alive():
+        runner.join(timeout=0.5)
+    store.close()
+    return 0
+
+
+def build_tiny_models(directory: Path) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from framecast.engines.tiny_models import build_tiny_models as build
+
+    for name, path in build(directory).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        if arguments.command == "serve":
+            return serve(load_settings(arguments, SERVE_SETTINGS))
+        if arguments.command == "worker":
+            return run_worker(load_settings(arguments, WORKER_SETTINGS))
+    except ValidationError as error:
+        parser.exit(2, f"framecast: invalid settings:\n{error}\n")
+    if arguments.command == "dev" and arguments.dev_command == "tiny-models":
+        return build_tiny_models(arguments.directory)
+    parser.error("unknown command")
+    return 2

@@ -1,0 +1,1 @@
+"""Model engines. Only the worker's engine process imports the torch-backed modules here."""

@@ -1,0 +1,270 @@
+"""Queue semantics: submit, status, cancel, result. No HTTP types in here.
+
+The routers translate these calls and their exceptions to fal's wire format.
+Store calls are synchronous (SQLAlchemy); they run in worker threads so the
+event loop keeps serving pollers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import pydantic
+
+from framecast.endpoints import EndpointSpec, ImageDimensions
+from framecast.inputs.errors import InputError
+from framecast.inputs.resolve import ResolvedImage, resolve_image_input
+from framecast.inputs.safe_fetch import FetchPolicy
+from framecast.store.blobs import BLOB_SCHEME, BlobStore
+from framecast.store.jobs import (
+    CancelOutcome,
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    NewJob,
+    Priority,
+)
+
+T = TypeVar("T")
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class UnknownEndpointError(Exception):
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"Endpoint {endpoint_id!r} is not served here")
+        self.endpoint_id = endpoint_id
+
+
+class EndpointUnavailableError(Exception):
+    """No live worker can run the endpoint; the message says why and how to fix it."""
+
+
+class InvalidInputError(Exception):
+    """Carries fal/FastAPI-style error entries: [{"loc": [...], "msg": ..., "type": ..., "input": ...}]."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid input field(s)")
+        self.errors = errors
+
+
+class RequestNotFoundError(Exception):
+    pass
+
+
+class RequestNotFinishedError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    priority: Priority = Priority.NORMAL
+    start_timeout_s: float | None = None
+    base_url: str | None = None
+    webhook_url: str | None = None
+    test_fault: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusView:
+    record: JobRecord
+    queue_position: int
+    logs: list[JobEvent] | None
+
+
+@dataclass(frozen=True)
+class ResultView:
+    status_code: int
+    body: Any
+    headers: dict[str, str]
+
+
+# Which endpoints some live worker can run, and if not, why: endpoint_id -> reason or None.
+EndpointReadiness = Callable[[str], str | None]
+
+
+class QueueService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        blobs: BlobStore,
+        catalogue: Mapping[str, EndpointSpec],
+        fetch_policy: FetchPolicy,
+        max_image_pixels: int,
+        max_attempts: int,
+        max_status_logs: int,
+        readiness: EndpointReadiness,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.catalogue = catalogue
+        self.fetch_policy = fetch_policy
+        self.max_image_pixels = max_image_pixels
+        self.max_attempts = max_attempts
+        self.max_status_logs = max_status_logs
+        self.readiness = readiness
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
+
+    def endpoint(self, endpoint_id: str) -> EndpointSpec:
+        """Raises `UnknownEndpointError`."""
+        spec = self.catalogue.get(endpoint_id)
+        if spec is None:
+            raise UnknownEndpointError(endpoint_id)
+        return spec
+
+    async def submit(self, endpoint_id: str, raw_input: Any, options: SubmitOptions) -> JobRecord:
+        """Validate, fetch and check inputs, store them, and queue the job.
+
+        Raises `UnknownEndpointError`, `EndpointUnavailableError`, or `InvalidInputError`
+        (every bad field at once). On any failure nothing is left behind.
+        """
+        spec = self.endpoint(endpoint_id)
+        reason = await self._call(self.readiness, endpoint_id)
+        if reason is not None:
+            raise EndpointUnavailableError(reason)
+        try:
+            request = spec.input_model.model_validate(raw_input)
+        except pydantic.ValidationError as error:
+            raise InvalidInputError(_fal_errors(error)) from None
+
+        images = await self._resolve_images(spec, request)
+        request_id = str(uuid.uuid4())
+        plan = spec.plan(request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()})
+
+        stored: list[str] = []
+        try:
+            image_refs: dict[str, dict[str, str]] = {}
+            for field_name, image in images.items():
+                key = f"inputs/{request_id}/{field_name}.{EXTENSIONS.get(image.content_type, 'bin')}"
+                await self._call(self.blobs.put_bytes, key, image.content, image.content_type)
+                stored.append(key)
+                image_refs[spec.image_fields[field_name]] = {"key": key, "content_type": image.content_type}
+            payload = {
+                "input": request.model_dump(mode="json", exclude=set((request.model_extra or {}).keys())),
+                "generation": plan.generation,
+                "images": image_refs,
+                "notes": plan.notes,
+            }
+            job = NewJob(
+                request_id=request_id,
+                endpoint_id=endpoint_id,
+                payload=payload,
+                priority=options.priority,
+                start_deadline_at=(time.time() + options.start_timeout_s) if options.start_timeout_s else None,
+                base_url=options.base_url,
+                webhook_url=options.webhook_url,
+                test_fault=options.test_fault,
+                max_attempts=self.max_attempts,
+            )
+            return await self._call(self.store.create_job, job)
+        except BaseException:
+            for key in stored:
+                await self._call(self.blobs.delete, key)
+            raise
+
+    async def _resolve_images(self, spec: EndpointSpec, request: pydantic.BaseModel) -> dict[str, ResolvedImage]:
+        names = [name for name in spec.image_fields if getattr(request, name, None) is not None]
+        results = await asyncio.gather(
+            *(
+                resolve_image_input(
+                    name, getattr(request, name), policy=self.fetch_policy, max_image_pixels=self.max_image_pixels
+                )
+                for name in names
+            ),
+            return_exceptions=True,
+        )
+        errors: list[dict[str, Any]] = []
+        images: dict[str, ResolvedImage] = {}
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, InputError):
+                errors.append(
+                    {
+                        "loc": ["body", result.field or name],
+                        "msg": result.message,
+                        "type": result.error_type,
+                        "input": _shorten(getattr(request, name)),
+                    }
+                )
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                images[name] = result
+        if errors:
+            raise InvalidInputError(errors)
+        return images
+
+    async def find(self, request_id: str) -> JobRecord | None:
+        return await self._call(self.store.get_job, request_id)
+
+    async def get(self, request_id: str) -> JobRecord:
+        """Raises `RequestNotFoundError`."""
+        record = await self.find(request_id)
+        if record is None:
+            raise RequestNotFoundError(request_id)
+        return record
+
+    async def status(self, request_id: str, *, with_logs: bool) -> StatusView:
+        """Raises `RequestNotFoundError`."""
+        record = await self.get(request_id)
+        position = await self._call(self.store.queue_position, record) if record.status is JobStatus.IN_QUEUE else 0
+        logs = None
+        if with_logs:
+            logs = await self._call(self.store.list_events, request_id, limit=self.max_status_logs)
+        return StatusView(record=record, queue_position=position, logs=logs)
+
+    async def cancel(self, request_id: str) -> CancelOutcome:
+        return await self._call(self.store.request_cancel, request_id, now=time.time())
+
+    async def result(self, request_id: str, *, base_url: str) -> ResultView:
+        """Raises `RequestNotFoundError` or `RequestNotFinishedError`."""
+        record = await self.get(request_id)
+        if record.outcome is None:
+            raise RequestNotFinishedError(request_id)
+        body = self.render(record.outcome.body, base_url=base_url)
+        return ResultView(status_code=record.outcome.status_code, body=body, headers=dict(record.outcome.headers))
+
+    async def wait_until_finished(self, request_id: str, *, poll_interval_s: float) -> JobRecord:
+        while True:
+            record = await self.get(request_id)
+            if record.is_finished:
+                return record
+            await asyncio.sleep(poll_interval_s)
+
+    def render(self, body: Any, *, base_url: str) -> Any:
+        """Replace blob references with absolute download URLs."""
+        if isinstance(body, str) and body.startswith(BLOB_SCHEME):
+            return self.blobs.url_for(body[len(BLOB_SCHEME) :], base_url=base_url)
+        if isinstance(body, dict):
+            return {key: self.render(value, base_url=base_url) for key, value in body.items()}
+        if isinstance(body, list):
+            return [self.render(value, base_url=base_url) for value in body]
+        return body
+
+
+def _shorten(value: Any, limit: int = 200) -> Any:
+    # Data URIs can be megabytes; an error body echoes only their start.
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + "..."
+    return value
+
+
+def _fal_errors(error: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": ["body", *entry["loc"]],
+            "msg": entry["msg"],
+            "type": entry["type"],
+            "input": _shorten(entry.get("input")),
+        }
+        for entry in error.errors(include_url=False, include_context=False)
+    ]

@@ -1,0 +1,84 @@
+"""The one immutable settings object. Its defaults are the embedded mode.
+
+Every field can be set by a `FRAMECAST_<NAME>` environment variable or by the
+matching `framecast serve --<name>` flag (flags win). Settings are read once at
+start-up and never again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "framecast"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAMECAST_", frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Job database, files and tiny models.")
+    db: str | None = Field(None, description="Job store URL. Default: SQLite at DATA_DIR/framecast.db.")
+    public_url: str | None = Field(
+        None,
+        description="Absolute base URL clients reach this server at (e.g. https://gpu1.example.com). "
+        "Default: taken from each request's Host header.",
+    )
+    ssl_certfile: Path | None = Field(None, description="TLS certificate (PEM). fal-client speaks only https.")
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM).")
+
+    workers: int = Field(1, ge=0, description="GPU worker processes to start (0 = API only).")
+    models: str = Field(
+        "default",
+        description="Model profile: 'default' (real weights from the Hugging Face cache or local dirs) "
+        "or 'tiny' (random-weight test models built offline, CPU).",
+    )
+    device: str | None = Field(None, description="Override the device of every binding (cpu, cuda, cuda:1).")
+
+    lease_s: float = Field(30.0, gt=0, description="A claimed job's lease; a worker silent this long loses it.")
+    max_attempts: int = Field(3, ge=1, description="Times a job is started before a lost worker fails it.")
+    cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled model gets to stop before SIGKILL.")
+    reaper_interval_s: float = Field(1.0, gt=0, description="How often expired leases and deadlines are checked.")
+    poll_interval_s: float = Field(0.2, gt=0, description="How often idle workers and SSE streams look for news.")
+    sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+
+    max_image_pixels: int = Field(4096 * 4096, gt=0, description="Largest input image, in pixels.")
+    max_input_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest input file or data URI, in bytes.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest request body, in bytes.")
+    fetch_timeout_s: float = Field(30.0, gt=0, description="Total time allowed to download one input URL.")
+    allow_private_fetch: bool = Field(
+        False, description="Allow input URLs on loopback and private networks (development and tests only)."
+    )
+    max_status_logs: int = Field(1000, gt=0, description="Most recent log lines returned by a status call.")
+
+    test_faults: bool = Field(
+        False,
+        description="Honour the X-Framecast-Test-Fault header (raise/block/exit inside the engine). Tests only.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
+
+    @model_validator(mode="after")
+    def _check_tls_pair(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("--ssl-certfile and --ssl-keyfile must be given together")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.db or f"sqlite:///{self.data_dir / 'framecast.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"

@@ -1,0 +1,202 @@
+"""The engine process: the only process that imports torch.
+
+The worker starts it once; it loads every engine of the worker's bindings, then
+runs one job at a time on request. Cancellation is a signal (SIGUSR1), as in
+cog: the handler only sets a flag, and the progress callback raises
+`GenerationCancelled` at the next denoising step. Messages go over a pipe as
+plain dicts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from framecast.bindings import ModelBinding
+from framecast.engines.base import Engine, EngineError, GenerationCancelled, GenerationRequest, Progress
+from framecast.worker.linux import die_with_parent
+
+# Test-only faults (`--test-faults`): "raise_at_step=N", "exit_at_step=N", "block_at_step=N",
+# "block_once_at_step=N" (first attempt only) and "ignore_cancel_at_step=N".
+FAULT_BLOCK_LIMIT_S = 300.0
+
+
+class EngineHost:
+    def __init__(self, connection: Connection, bindings: list[ModelBinding], max_image_pixels: int) -> None:
+        self.connection = connection
+        self.bindings = {binding.endpoint_id: binding for binding in bindings}
+        self.max_image_pixels = max_image_pixels
+        self.engines: dict[str, Engine] = {}
+        self.cancelled = False
+
+    def on_cancel_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self.cancelled = True
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.connection.send(message)
+
+    def load(self) -> None:
+        from framecast.engines.factory import build_engine
+
+        # One engine object per distinct (engine, weights, device): endpoints may share weights.
+        shared: dict[tuple[str, str, str, str, float], Engine] = {}
+        for endpoint_id, binding in self.bindings.items():
+            identity = (binding.engine, binding.weights, binding.device, binding.dtype, binding.render_scale)
+            if identity not in shared:
+                engine = build_engine(binding)
+                started = time.monotonic()
+                engine.load()
+                self.send(
+                    {
+                        "type": "log",
+                        "level": "INFO",
+                        "message": f"Loaded {binding.engine} from {binding.weights} on {binding.device} "
+                        f"in {time.monotonic() - started:.1f}s",
+                    }
+                )
+                shared[identity] = engine
+            self.engines[endpoint_id] = shared[identity]
+
+    def run(self, message: dict[str, Any]) -> None:
+        from framecast.engines.video import encode_mp4
+        from framecast.inputs.images import load_image
+
+        self.cancelled = False
+        endpoint_id = message["endpoint_id"]
+        binding = self.bindings[endpoint_id]
+        engine = self.engines[endpoint_id]
+        generation = dict(message["generation"])
+        num_frames = int(generation["num_frames"])
+        images = {
+            role: load_image(data, max_image_pixels=self.max_image_pixels) for role, data in message["images"].items()
+        }
+        request = GenerationRequest(image=images["image"], last_image=images.get("last_image"), **generation)
+        fault = parse_fault(message.get("test_fault"), attempt=int(message.get("attempt", 1)))
+        started = time.monotonic()
+
+        def on_progress(progress: Progress) -> None:
+            self.send(
+                {
+                    "type": "progress",
+                    "step": progress.step,
+                    "total_steps": progress.total_steps,
+                    "elapsed_s": progress.elapsed_s,
+                    "eta_s": progress.eta_s,
+                }
+            )
+            if fault is not None and fault[1] == progress.step:
+                self.apply_fault(fault[0], progress.step)
+            if self.cancelled:
+                raise GenerationCancelled()
+
+        def log(line: str) -> None:
+            self.send({"type": "log", "level": "INFO", "message": line})
+
+        try:
+            result = engine.generate(request, on_progress, log)
+            frames = result.frames[:num_frames]
+            if len(frames) < num_frames:
+                log(f"The model returned {len(frames)} frames; {num_frames} were asked for")
+            encode_started = time.monotonic()
+            output_path = Path(message["output_path"])
+            encode_mp4(frames, frames_per_second=result.frames_per_second, path=output_path)
+            self.send(
+                {
+                    "type": "done",
+                    "output_path": str(output_path),
+                    "seed": result.seed,
+                    "model": result.model,
+                    "engine": binding.engine,
+                    "render_scale": binding.render_scale,
+                    "num_frames": int(frames.shape[0]),
+                    "width": int(frames.shape[2]),
+                    "height": int(frames.shape[1]),
+                    "frames_per_second": result.frames_per_second,
+                    "inference_time_s": encode_started - started,
+                    "encode_time_s": time.monotonic() - encode_started,
+                }
+            )
+        except GenerationCancelled:
+            self.send({"type": "cancelled"})
+        except EngineError as error:
+            self.send(
+                {"type": "failed", "error": str(error), "error_type": error.error_type, "status_code": error.status_code}
+            )
+        except Exception as error:
+            traceback.print_exc(file=sys.stderr)
+            self.send(
+                {
+                    "type": "failed",
+                    "error": f"{type(error).__name__}: {error}",
+                    "error_type": "internal_server_error",
+                    "status_code": 500,
+                }
+            )
+
+    def apply_fault(self, kind: str, step: int) -> None:
+        if kind == "raise":
+            raise EngineError(f"Injected test fault at step {step}", error_type="internal_server_error")
+        if kind == "exit":
+            os._exit(3)
+        if kind in ("block", "ignore_cancel"):
+            self.send({"type": "log", "level": "INFO", "message": f"Test fault: holding at step {step}"})
+            deadline = time.monotonic() + FAULT_BLOCK_LIMIT_S
+            while time.monotonic() < deadline and (kind == "ignore_cancel" or not self.cancelled):
+                time.sleep(0.02)
+
+
+def parse_fault(spec: str | None, *, attempt: int) -> tuple[str, int] | None:
+    """'block_at_step=2' -> ("block", 2). `*_once_*` faults fire on the first attempt only."""
+    if not spec or "=" not in spec:
+        return None
+    name, _, value = spec.partition("=")
+    kind = name.removesuffix("_at_step")
+    if kind.endswith("_once"):
+        if attempt > 1:
+            return None
+        kind = kind.removesuffix("_once")
+    if kind not in ("raise", "exit", "block", "ignore_cancel") or not value.isdigit():
+        return None
+    return kind, int(value)
+
+
+def engine_process_main(
+    connection: Connection, bindings: list[dict[str, Any]], max_image_pixels: int, parent_pid: int
+) -> None:
+    """Entry point of the spawned engine process."""
+    die_with_parent(parent_pid)
+    # Ctrl-C in a terminal reaches the whole process group; the worker decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    host = EngineHost(connection, [ModelBinding(**binding) for binding in bindings], max_image_pixels)
+    signal.signal(signal.SIGUSR1, host.on_cancel_signal)
+    try:
+        host.load()
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        reason = str(error) if isinstance(error, EngineError) else f"{type(error).__name__}: {error}"
+        connection.send({"type": "load_failed", "error": reason})
+        return
+    connection.send({"type": "ready", "endpoints": sorted(host.engines)})
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message.get("type") == "run":
+            host.run(message)
+        elif message.get("type") == "stop":
+            return
+
+
+def binding_payload(binding: ModelBinding) -> dict[str, Any]:
+    return asdict(binding)

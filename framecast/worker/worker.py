@@ -1,0 +1,370 @@
+"""The worker: claims jobs for its endpoints, keeps their leases, and drives the engine process.
+
+The worker itself never imports torch. It owns the job's lease: it renews it,
+notices cancellation, signals the engine process (SIGUSR1, then SIGKILL after
+`cancel_grace_s`), and writes the outcome fenced by the lease token, so a job
+that was taken away from it can never get a second result.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framecast.bindings import ModelBinding
+from framecast.store.blobs import BlobStore, blob_reference
+from framecast.store.jobs import ClaimedJob, EventInput, JobOutcome, JobStore, WorkerRecord
+from framecast.store.sql_jobs import CANCELLED_OUTCOME
+from framecast.worker.engine_process import binding_payload, engine_process_main
+from framecast.worker.identity import make_worker_id
+
+logger = logging.getLogger("framecast.worker")
+
+EVENT_FLUSH_S = 0.25
+
+
+class EngineProcessDied(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    lease_s: float
+    cancel_grace_s: float
+    poll_interval_s: float
+    max_image_pixels: int
+    tmp_dir: Path
+
+    @property
+    def lease_check_s(self) -> float:
+        # Cancel latency is bounded by this, so check far more often than the lease needs.
+        return min(self.lease_s / 3, 0.5)
+
+
+class EngineProcess:
+    """The spawned process that owns torch; restarted whenever it dies or is killed."""
+
+    def __init__(self, bindings: list[ModelBinding], max_image_pixels: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_connection = context.Pipe()
+        self.process = context.Process(
+            target=engine_process_main,
+            args=(child_connection, [binding_payload(b) for b in bindings], max_image_pixels, os.getpid()),
+            name="framecast-engine",
+            daemon=True,
+        )
+        self.process.start()
+        child_connection.close()
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.connection.send(message)
+        except (BrokenPipeError, OSError) as error:
+            raise EngineProcessDied(self.describe_exit()) from error
+
+    def receive(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next message, or None after `timeout_s`. Raises `EngineProcessDied`."""
+        try:
+            if not self.connection.poll(timeout_s):
+                if not self.process.is_alive():
+                    raise EngineProcessDied(self.describe_exit())
+                return None
+            message: dict[str, Any] = self.connection.recv()
+            return message
+        except (EOFError, OSError) as error:
+            self.process.join(timeout=5)
+            raise EngineProcessDied(self.describe_exit()) from error
+
+    def describe_exit(self) -> str:
+        code = self.process.exitcode
+        if code is None:
+            return "The model process stopped answering"
+        if code < 0:
+            return f"The model process was killed by signal {signal.Signals(-code).name}"
+        return f"The model process exited with code {code}"
+
+    def signal_cancel(self) -> None:
+        if self.process.pid is not None and self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGUSR1)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+        self.connection.close()
+
+
+class Worker:
+    def __init__(self, *, store: JobStore, blobs: BlobStore, bindings: list[ModelBinding], config: WorkerConfig) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.bindings = bindings
+        self.config = config
+        self.worker_id = make_worker_id()
+        self.endpoint_ids = tuple(sorted({binding.endpoint_id for binding in bindings}))
+        self.state = "loading"
+        self.error: str | None = None
+        self.started_at = time.time()
+        self.stop_event = threading.Event()
+        self.engine: EngineProcess | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def report(self) -> None:
+        self.store.upsert_worker(
+            WorkerRecord(
+                worker_id=self.worker_id,
+                endpoint_ids=self.endpoint_ids,
+                state=self.state,
+                error=self.error,
+                heartbeat_at=time.time(),
+                started_at=self.started_at,
+            )
+        )
+
+    def heartbeat_forever(self) -> None:
+        interval_s = min(2.0, self.config.lease_s / 3)
+        while not self.stop_event.wait(interval_s):
+            try:
+                self.report()
+            except Exception:
+                logger.exception("worker heartbeat failed; retrying")
+
+    def start_engine(self) -> bool:
+        """Start the engine process and wait until its models are loaded. False on failure (state 'error')."""
+        self.state, self.error = "loading", None
+        self.report()
+        self.engine = EngineProcess(self.bindings, self.config.max_image_pixels)
+        while not self.stop_event.is_set():
+            try:
+                message = self.engine.receive(self.config.poll_interval_s)
+            except EngineProcessDied as error:
+                self.state, self.error = "error", str(error)
+                self.report()
+                return False
+            if message is None:
+                continue
+            if message["type"] == "ready":
+                self.state = "ready"
+                self.report()
+                logger.info("worker %s ready for %s", self.worker_id, ", ".join(self.endpoint_ids))
+                return True
+            if message["type"] == "load_failed":
+                self.state, self.error = "error", message["error"]
+                self.report()
+                logger.error("worker %s cannot load its models: %s", self.worker_id, message["error"])
+                return False
+            if message["type"] == "log":
+                logger.info("%s", message["message"])
+        return False
+
+    def run_forever(self) -> None:
+        """Claim and run jobs until `stop_event` is set."""
+        self.config.tmp_dir.mkdir(parents=True, exist_ok=True)
+        heartbeat = threading.Thread(target=self.heartbeat_forever, name="worker-heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            if not self.start_engine():
+                # Stay registered with the reason, so submit can say why the endpoint is unavailable.
+                self.stop_event.wait()
+                return
+            while not self.stop_event.is_set():
+                claimed = self.store.claim_job(
+                    worker_id=self.worker_id,
+                    endpoint_ids=self.endpoint_ids,
+                    lease_s=self.config.lease_s,
+                    now=time.time(),
+                )
+                if claimed is None:
+                    self.stop_event.wait(self.config.poll_interval_s)
+                    continue
+                self.run_job(claimed)
+        finally:
+            self.stop_event.set()
+            if self.engine is not None:
+                self.engine.kill()
+            try:
+                self.store.remove_worker(self.worker_id)
+            except Exception:
+                logger.exception("could not deregister worker %s", self.worker_id)
+
+    # -- one job ----------------------------------------------------------------------------------
+
+    def run_job(self, claimed: ClaimedJob) -> None:
+        record, token = claimed.record, claimed.lease_token
+        request_id = record.request_id
+        assert self.engine is not None
+        payload = record.payload
+        output_path = self.config.tmp_dir / f"{request_id}-{secrets.token_hex(4)}.mp4"
+        events: list[EventInput] = [EventInput(note, "WARN") for note in payload.get("notes", [])]
+        generation = payload["generation"]
+        events.append(
+            EventInput(
+                f"Generating {generation['num_frames']} frames at {generation['width']}x{generation['height']}, "
+                f"{generation['num_inference_steps']} steps, seed {generation['seed']}"
+            )
+        )
+        self.store.append_events(request_id, token, events)
+        events = []
+        try:
+            images = {role: self.blobs.get_bytes(reference["key"]) for role, reference in payload["images"].items()}
+            self.engine.send(
+                {
+                    "type": "run",
+                    "endpoint_id": record.endpoint_id,
+                    "generation": generation,
+                    "images": images,
+                    "output_path": str(output_path),
+                    "test_fault": record.test_fault,
+                    "attempt": record.attempts,
+                }
+            )
+        except EngineProcessDied as error:
+            self.finish_after_engine_death(request_id, token, str(error))
+            return
+
+        last_flush = last_check = time.monotonic()
+        cancel_sent_at: float | None = None
+        lease_lost = False
+        while True:
+            try:
+                message = self.engine.receive(self.config.poll_interval_s)
+            except EngineProcessDied as error:
+                self.store.append_events(request_id, token, events)
+                if cancel_sent_at is not None:
+                    self.complete(request_id, token, CANCELLED_OUTCOME, [EventInput("Cancelled")])
+                    self.restart_engine()
+                else:
+                    self.finish_after_engine_death(request_id, token, str(error))
+                return
+            now = time.monotonic()
+            if message is not None:
+                kind = message["type"]
+                if kind == "log":
+                    events.append(EventInput(message["message"], message.get("level", "INFO")))
+                elif kind == "progress":
+                    events.append(progress_event(message))
+                elif kind in ("done", "failed", "cancelled"):
+                    self.store.append_events(request_id, token, events)
+                    if lease_lost:
+                        output_path.unlink(missing_ok=True)
+                        return
+                    self.finish(request_id, token, message, cancelled=cancel_sent_at is not None)
+                    return
+            if events and now - last_flush >= EVENT_FLUSH_S:
+                if not self.store.append_events(request_id, token, events):
+                    lease_lost = True
+                events, last_flush = [], now
+            if now - last_check >= self.config.lease_check_s:
+                last_check = now
+                lease = self.store.renew_lease(request_id, token, lease_s=self.config.lease_s, now=time.time())
+                if not lease.held and not lease_lost:
+                    logger.warning("lost the lease on %s; abandoning it", request_id)
+                    lease_lost = True
+                if (lease.cancel_requested or lease_lost) and cancel_sent_at is None:
+                    self.engine.signal_cancel()
+                    cancel_sent_at = now
+                if self.stop_event.is_set() and cancel_sent_at is None:
+                    # Shutting down: hand the job back untouched, it runs again elsewhere or after restart.
+                    self.engine.signal_cancel()
+                    cancel_sent_at = now
+                    self.store.release_job(request_id, token, now=time.time())
+                    lease_lost = True
+            if cancel_sent_at is not None and now - cancel_sent_at > self.config.cancel_grace_s:
+                self.store.append_events(request_id, token, events)
+                self.engine.kill()
+                if not lease_lost:
+                    note = f"The model did not stop within {self.config.cancel_grace_s:g}s; its process was killed"
+                    self.complete(request_id, token, CANCELLED_OUTCOME, [EventInput(note, "WARN")])
+                output_path.unlink(missing_ok=True)
+                self.restart_engine()
+                return
+
+    def finish(self, request_id: str, token: str, message: dict[str, Any], *, cancelled: bool) -> None:
+        kind = message["type"]
+        if kind == "cancelled" or (cancelled and kind != "done"):
+            self.complete(request_id, token, CANCELLED_OUTCOME, [EventInput("Cancelled")])
+            return
+        if kind == "failed":
+            outcome = JobOutcome(
+                status_code=int(message["status_code"]),
+                body={"detail": message["error"], "error_type": message["error_type"]},
+                error=message["error"],
+                error_type=message["error_type"],
+                headers={"X-Fal-Error-Type": message["error_type"]},
+            )
+            self.complete(request_id, token, outcome, [EventInput(message["error"], "ERROR")])
+            return
+        key = f"outputs/{request_id}/{secrets.token_urlsafe(18)}.mp4"
+        info = self.blobs.put_file(key, Path(message["output_path"]), "video/mp4")
+        body = {
+            "video": {
+                "url": blob_reference(key),
+                "content_type": "video/mp4",
+                "file_name": f"framecast-{request_id[:8]}.mp4",
+                "file_size": info.size_bytes,
+            },
+            "seed": message["seed"],
+            "metadata": {
+                "engine": message["engine"],
+                "model": message["model"],
+                "render_scale": message["render_scale"],
+            },
+        }
+        summary = (
+            f"Done: {message['num_frames']} frames {message['width']}x{message['height']} at "
+            f"{message['frames_per_second']} fps in {message['inference_time_s']:.2f}s "
+            f"(+{message['encode_time_s']:.2f}s encode)"
+        )
+        outcome = JobOutcome(status_code=200, body=body, inference_time_s=float(message["inference_time_s"]))
+        if not self.complete(request_id, token, outcome, [EventInput(summary)]):
+            # Someone else owns the job now; our copy must not become a second output.
+            self.blobs.delete(key)
+
+    def complete(self, request_id: str, token: str, outcome: JobOutcome, events: list[EventInput]) -> bool:
+        done = self.store.complete_job(request_id, token, outcome, now=time.time(), events=events)
+        if not done:
+            logger.warning("%s was no longer ours; its outcome was dropped", request_id)
+        return done
+
+    def finish_after_engine_death(self, request_id: str, token: str, reason: str) -> None:
+        message = f"{reason} while running this request"
+        outcome = JobOutcome(
+            status_code=500,
+            body={"detail": message, "error_type": "runner_server_error"},
+            error=message,
+            error_type="runner_server_error",
+            headers={"X-Fal-Error-Type": "runner_server_error"},
+        )
+        self.complete(request_id, token, outcome, [EventInput(message, "ERROR")])
+        self.restart_engine()
+
+    def restart_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.kill()
+        if not self.start_engine():
+            self.stop_event.wait()
+
+
+def progress_event(message: dict[str, Any]) -> EventInput:
+    step, total = int(message["step"]), int(message["total_steps"])
+    eta_s = float(message["eta_s"])
+    return EventInput(
+        f"Step {step}/{total}, ETA {eta_s:.1f}s",
+        progress={
+            "step": step,
+            "total_steps": total,
+            "fraction": step / total if total else 0.0,
+            "elapsed_s": round(float(message["elapsed_s"]), 3),
+            "eta_s": round(eta_s, 3),
+        },
+    )
