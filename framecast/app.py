@@ -53,7 +53,9 @@ def worker_readiness(store: JobStore, lease_s: float) -> EndpointReadiness:
 async def reap_forever(store: JobStore, interval_s: float) -> None:
     while True:
         try:
-            report = await anyio.to_thread.run_sync(lambda: store.reap(now=time.time(), is_worker_alive=is_worker_alive))
+            report = await anyio.to_thread.run_sync(
+                lambda: store.reap(now=time.time(), is_worker_alive=is_worker_alive)
+            )
             for request_id in report.requeued:
                 logger.warning("requeued %s: its worker was lost", request_id)
             for request_id in report.failed:

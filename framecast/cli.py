@@ -66,6 +66,7 @@ SERVE_SETTINGS = [
     "workers",
     "models",
     "device",
+    "torch_threads",
     "lease_s",
     "max_attempts",
     "cancel_grace_s",
@@ -86,6 +87,7 @@ WORKER_SETTINGS = [
     "db",
     "models",
     "device",
+    "torch_threads",
     "lease_s",
     "cancel_grace_s",
     "poll_interval_s",
@@ -217,6 +219,7 @@ def run_worker(settings: Settings) -> int:
             poll_interval_s=settings.poll_interval_s,
             max_image_pixels=settings.max_image_pixels,
             tmp_dir=settings.tmp_dir,
+            torch_threads=settings.torch_threads,
         ),
     )
 

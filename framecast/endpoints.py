@@ -50,7 +50,7 @@ def random_seed() -> int:
 
 
 def round_to_multiple(value: float, multiple: int = SIZE_MULTIPLE) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def size_for_area(area_pixels: int, aspect: float) -> tuple[int, int]:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         "or 'tiny' (random-weight test models built offline, CPU).",
     )
     device: str | None = Field(None, description="Override the device of every binding (cpu, cuda, cuda:1).")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads per engine process (torch.set_num_threads). Default: torch's choice."
+    )
 
     lease_s: float = Field(30.0, gt=0, description="A claimed job's lease; a worker silent this long loses it.")
     max_attempts: int = Field(3, ge=1, description="Times a job is started before a lost worker fails it.")

@@ -69,5 +69,12 @@ async def read_json_body(request: Request) -> Any:
         return json.loads(body) if body else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInputError(
-            [{"loc": ["body", getattr(error, "pos", 0)], "msg": "JSON decode error", "type": "json_invalid", "input": {}}]
+            [
+                {
+                    "loc": ["body", getattr(error, "pos", 0)],
+                    "msg": "JSON decode error",
+                    "type": "json_invalid",
+                    "input": {},
+                }
+            ]
         ) from None

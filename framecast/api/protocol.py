@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -43,19 +43,23 @@ def app_path(endpoint_id: str) -> str:
     return "/".join(endpoint_id.split("/")[:2])
 
 
-def request_urls(queue_base_url: str, record: JobRecord) -> dict[str, str]:
+class RequestUrls(TypedDict):
+    response_url: str
+    status_url: str
+    cancel_url: str
+
+
+def request_urls(queue_base_url: str, record: JobRecord) -> RequestUrls:
     response_url = f"{queue_base_url}/{app_path(record.endpoint_id)}/requests/{record.request_id}"
-    return {
-        "response_url": response_url,
-        "status_url": response_url + "/status",
-        "cancel_url": response_url + "/cancel",
-    }
+    return RequestUrls(
+        response_url=response_url, status_url=response_url + "/status", cancel_url=response_url + "/cancel"
+    )
 
 
 def log_entry(event: JobEvent) -> LogEntry:
     timestamp = datetime.fromtimestamp(event.created_at, tz=UTC).isoformat().replace("+00:00", "Z")
     level = event.level if event.level in ("STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG") else "INFO"
-    return LogEntry(message=event.message, level=level, timestamp=timestamp)  # type: ignore[arg-type]
+    return LogEntry(message=event.message, level=level, timestamp=timestamp)
 
 
 def status_body(view: StatusView, *, queue_base_url: str) -> QueueStatus:

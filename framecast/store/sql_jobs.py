@@ -255,9 +255,7 @@ class SqlJobStore:
                 _insert_events(connection, request_id, [EventInput("Cancelled while in the queue", created_at=now)])
                 return CancelOutcome.CANCELLATION_REQUESTED
             if record.cancel_requested_at is None:
-                connection.execute(
-                    jobs.update().where(jobs.c.request_id == request_id).values(cancel_requested_at=now)
-                )
+                connection.execute(jobs.update().where(jobs.c.request_id == request_id).values(cancel_requested_at=now))
                 _insert_events(connection, request_id, [EventInput("Cancellation requested", created_at=now)])
             return CancelOutcome.CANCELLATION_REQUESTED
 
@@ -363,10 +361,14 @@ class SqlJobStore:
                 )
             )
             if result.rowcount:
-                _insert_events(connection, request_id, [EventInput("Worker stopped; back in the queue", created_at=now)])
+                _insert_events(
+                    connection, request_id, [EventInput("Worker stopped; back in the queue", created_at=now)]
+                )
             return bool(result.rowcount)
 
-    def _finish(self, connection: Connection, where: sa.ColumnElement[bool], outcome: JobOutcome, *, now: float) -> bool:
+    def _finish(
+        self, connection: Connection, where: sa.ColumnElement[bool], outcome: JobOutcome, *, now: float
+    ) -> bool:
         result = connection.execute(
             jobs.update()
             .where(where)
@@ -401,7 +403,10 @@ class SqlJobStore:
             for request_id in list(late):
                 outcome = JobOutcome(
                     status_code=504,
-                    body={"detail": "Request could not start before its start timeout", "error_type": "request_timeout"},
+                    body={
+                        "detail": "Request could not start before its start timeout",
+                        "error_type": "request_timeout",
+                    },
                     error="Request could not start before its start timeout",
                     error_type="request_timeout",
                     headers={"X-Fal-Request-Timeout-Type": "user", "X-Fal-Error-Type": "request_timeout"},
@@ -411,9 +416,9 @@ class SqlJobStore:
                     _insert_events(connection, request_id, [EventInput("Start timeout expired in the queue", "ERROR")])
                     expired.append(request_id)
 
-            running = connection.execute(
-                sa.select(jobs).where(jobs.c.status == JobStatus.IN_PROGRESS.value)
-            ).mappings().all()
+            running = (
+                connection.execute(sa.select(jobs).where(jobs.c.status == JobStatus.IN_PROGRESS.value)).mappings().all()
+            )
             for row in running:
                 lease_expired = row["lease_expires_at"] is None or row["lease_expires_at"] <= now
                 worker_gone = row["worker_id"] is not None and not is_worker_alive(row["worker_id"])
@@ -427,8 +432,7 @@ class SqlJobStore:
                         cancelled.append(request_id)
                 elif row["attempts"] >= row["max_attempts"]:
                     message = (
-                        f"The worker running this request was lost {row['attempts']} times "
-                        f"(last: {worker}); giving up"
+                        f"The worker running this request was lost {row['attempts']} times (last: {worker}); giving up"
                     )
                     outcome = JobOutcome(
                         status_code=503,

@@ -128,7 +128,12 @@ class EngineHost:
             self.send({"type": "cancelled"})
         except EngineError as error:
             self.send(
-                {"type": "failed", "error": str(error), "error_type": error.error_type, "status_code": error.status_code}
+                {
+                    "type": "failed",
+                    "error": str(error),
+                    "error_type": error.error_type,
+                    "status_code": error.status_code,
+                }
             )
         except Exception as error:
             traceback.print_exc(file=sys.stderr)
@@ -169,10 +174,19 @@ def parse_fault(spec: str | None, *, attempt: int) -> tuple[str, int] | None:
 
 
 def engine_process_main(
-    connection: Connection, bindings: list[dict[str, Any]], max_image_pixels: int, parent_pid: int
+    connection: Connection,
+    bindings: list[dict[str, Any]],
+    max_image_pixels: int,
+    parent_pid: int,
+    torch_threads: int | None = None,
 ) -> None:
     """Entry point of the spawned engine process."""
     die_with_parent(parent_pid)
+    if torch_threads is not None:
+        import torch
+
+        # Several engine processes on one CPU thrash each other's caches with torch's default thread count.
+        torch.set_num_threads(torch_threads)
     # Ctrl-C in a terminal reaches the whole process group; the worker decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -43,6 +43,7 @@ class WorkerConfig:
     poll_interval_s: float
     max_image_pixels: int
     tmp_dir: Path
+    torch_threads: int | None = None
 
     @property
     def lease_check_s(self) -> float:
@@ -53,12 +54,18 @@ class WorkerConfig:
 class EngineProcess:
     """The spawned process that owns torch; restarted whenever it dies or is killed."""
 
-    def __init__(self, bindings: list[ModelBinding], max_image_pixels: int) -> None:
+    def __init__(self, bindings: list[ModelBinding], max_image_pixels: int, torch_threads: int | None) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child_connection = context.Pipe()
         self.process = context.Process(
             target=engine_process_main,
-            args=(child_connection, [binding_payload(b) for b in bindings], max_image_pixels, os.getpid()),
+            args=(
+                child_connection,
+                [binding_payload(b) for b in bindings],
+                max_image_pixels,
+                os.getpid(),
+                torch_threads,
+            ),
             name="framecast-engine",
             daemon=True,
         )
@@ -104,7 +111,9 @@ class EngineProcess:
 
 
 class Worker:
-    def __init__(self, *, store: JobStore, blobs: BlobStore, bindings: list[ModelBinding], config: WorkerConfig) -> None:
+    def __init__(
+        self, *, store: JobStore, blobs: BlobStore, bindings: list[ModelBinding], config: WorkerConfig
+    ) -> None:
         self.store = store
         self.blobs = blobs
         self.bindings = bindings
@@ -143,7 +152,7 @@ class Worker:
         """Start the engine process and wait until its models are loaded. False on failure (state 'error')."""
         self.state, self.error = "loading", None
         self.report()
-        self.engine = EngineProcess(self.bindings, self.config.max_image_pixels)
+        self.engine = EngineProcess(self.bindings, self.config.max_image_pixels, self.config.torch_threads)
         while not self.stop_event.is_set():
             try:
                 message = self.engine.receive(self.config.poll_interval_s)

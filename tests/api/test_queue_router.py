@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import time
 import io
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ async def test_submit_returns_absolute_urls_with_prefix(client: httpx.AsyncClien
 
 async def test_status_is_202_until_completed_then_200(client: httpx.AsyncClient, store: SqlJobStore) -> None:
     first = (await client.post("/queue/fal-ai/wan-i2v", json=wan_input())).json()["request_id"]
-    second = (await client.post("/queue/fal-ai/wan-i2v", json=wan_input(), headers={"X-Fal-Queue-Priority": "low"}))
+    second = await client.post("/queue/fal-ai/wan-i2v", json=wan_input(), headers={"X-Fal-Queue-Priority": "low"})
     second_id = second.json()["request_id"]
     queued = await client.get(f"/queue/fal-ai/wan-i2v/requests/{second_id}/status")
     assert (queued.status_code, queued.json()["queue_position"]) == (202, 1)
@@ -124,7 +124,11 @@ async def test_invalid_input_names_every_field_and_queues_nothing(
 
 
 async def test_bad_headers_are_400(client: httpx.AsyncClient) -> None:
-    for headers in ({"X-Fal-Queue-Priority": "high"}, {"X-Fal-Request-Timeout": "soon"}, {"X-Fal-Request-Timeout": "-1"}):
+    for headers in (
+        {"X-Fal-Queue-Priority": "high"},
+        {"X-Fal-Request-Timeout": "soon"},
+        {"X-Fal-Request-Timeout": "-1"},
+    ):
         response = await client.post("/queue/fal-ai/wan-i2v", json=wan_input(), headers=headers)
         assert response.status_code == 400, headers
         assert response.json()["error_type"] == "bad_request"

@@ -40,7 +40,9 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float, interval_s: float = 0.05, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], *, timeout_s: float, interval_s: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll `predicate` until it returns something truthy; the value is returned. Raises TimeoutError."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -90,6 +92,7 @@ class FramecastServer:
             "--test-faults",
             "--allow-private-fetch",
             "--log-level", "warning",
+            "--torch-threads", "1",
             *self.extra_arguments,
         ]  # fmt: skip
         environment = {key: value for key, value in os.environ.items() if not key.startswith("FRAMECAST_")}

@@ -110,14 +110,13 @@ def test_sigkilled_worker_loses_no_job(durable_server: FramecastServer) -> None:
 def test_out_of_attempts_fails_with_a_reason(durable_server: FramecastServer) -> None:
     with durable_server.client() as client:
         request_id = submit(client, fault="block_at_step=1")
-    for attempt in (1, 2):
-        wait_holding(durable_server, request_id, attempt)
-        pids = durable_server.worker_pids()
-        os.kill(pids[0], signal.SIGKILL)
-        if attempt == 1:
-            # The supervisor restarts the worker; wait for the fresh one before the second kill.
-            wait_for(lambda: durable_server.worker_pids() and durable_server.worker_pids() != pids, timeout_s=60)
-            durable_server.wait_ready()
+    wait_holding(durable_server, request_id, 1)
+    first_pids = durable_server.worker_pids()
+    os.kill(first_pids[0], signal.SIGKILL)
+    # The supervisor restarts the worker; the job is requeued and held again on the fresh one.
+    wait_for(lambda: durable_server.worker_pids() not in ([], first_pids), timeout_s=60, what="a new worker")
+    wait_holding(durable_server, request_id, 2)
+    os.kill(durable_server.worker_pids()[0], signal.SIGKILL)
     done = wait_completed(durable_server, request_id)
     assert done["error_type"] == "runner_disconnected"
     assert "lost 2 times" in done["error"]

@@ -137,7 +137,9 @@ def test_events_and_progress(store: JobStore) -> None:
     claimed = store.claim_job(worker_id="w", endpoint_ids=[ENDPOINT], lease_s=30, now=NOW)
     assert claimed is not None
     progress = {"step": 1, "total_steps": 2}
-    assert store.append_events(record.request_id, claimed.lease_token, [EventInput("a"), EventInput("b", progress=progress)])
+    assert store.append_events(
+        record.request_id, claimed.lease_token, [EventInput("a"), EventInput("b", progress=progress)]
+    )
     events = store.list_events(record.request_id)
     assert [event.message for event in events][-2:] == ["a", "b"]
     assert [event.message for event in store.list_events(record.request_id, limit=1)] == ["b"]
