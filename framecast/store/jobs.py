@@ -60,6 +60,19 @@ class JobOutcome:
     inference_time_s: float | None = None
 
 
+def error_outcome(
+    status_code: int, message: str, error_type: str, *, headers: dict[str, str] | None = None
+) -> JobOutcome:
+    """A failure in fal's shape: `{"detail", "error_type"}` plus the `X-Fal-Error-Type` header."""
+    return JobOutcome(
+        status_code=status_code,
+        body={"detail": message, "error_type": error_type},
+        error=message,
+        error_type=error_type,
+        headers={"X-Fal-Error-Type": error_type, **(headers or {})},
+    )
+
+
 @dataclass(frozen=True)
 class JobRecord:
     request_id: str

@@ -34,6 +34,7 @@ from framecast.store.jobs import (
     ReapReport,
     WorkerLiveness,
     WorkerRecord,
+    error_outcome,
 )
 
 SCHEMA_VERSION = 1
@@ -100,12 +101,12 @@ schema_info = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
 )
 
-CANCELLED_OUTCOME = JobOutcome(
-    status_code=499,
-    body={"detail": "Request was cancelled by the client", "error_type": "client_cancelled"},
-    error="Request was cancelled by the client",
-    error_type="client_cancelled",
-    headers={"X-Fal-Error-Type": "client_cancelled"},
+CANCELLED_OUTCOME = error_outcome(499, "Request was cancelled by the client", "client_cancelled")
+START_TIMEOUT_OUTCOME = error_outcome(
+    504,
+    "Request could not start before its start timeout",
+    "request_timeout",
+    headers={"X-Fal-Request-Timeout-Type": "user"},
 )
 
 
@@ -401,18 +402,8 @@ class SqlJobStore:
                 )
             ).scalars()
             for request_id in list(late):
-                outcome = JobOutcome(
-                    status_code=504,
-                    body={
-                        "detail": "Request could not start before its start timeout",
-                        "error_type": "request_timeout",
-                    },
-                    error="Request could not start before its start timeout",
-                    error_type="request_timeout",
-                    headers={"X-Fal-Request-Timeout-Type": "user", "X-Fal-Error-Type": "request_timeout"},
-                )
                 where = sa.and_(jobs.c.request_id == request_id, jobs.c.status == JobStatus.IN_QUEUE.value)
-                if self._finish(connection, where, outcome, now=now):
+                if self._finish(connection, where, START_TIMEOUT_OUTCOME, now=now):
                     _insert_events(connection, request_id, [EventInput("Start timeout expired in the queue", "ERROR")])
                     expired.append(request_id)
 
@@ -434,13 +425,7 @@ class SqlJobStore:
                     message = (
                         f"The worker running this request was lost {row['attempts']} times (last: {worker}); giving up"
                     )
-                    outcome = JobOutcome(
-                        status_code=503,
-                        body={"detail": message, "error_type": "runner_disconnected"},
-                        error=message,
-                        error_type="runner_disconnected",
-                        headers={"X-Fal-Error-Type": "runner_disconnected"},
-                    )
+                    outcome = error_outcome(503, message, "runner_disconnected")
                     if self._finish(connection, fence, outcome, now=now):
                         _insert_events(connection, request_id, [EventInput(message, "ERROR", created_at=now)])
                         failed.append(request_id)

@@ -22,7 +22,7 @@ from typing import Any
 
 from framecast.bindings import ModelBinding
 from framecast.store.blobs import BlobStore, blob_reference
-from framecast.store.jobs import ClaimedJob, EventInput, JobOutcome, JobStore, WorkerRecord
+from framecast.store.jobs import ClaimedJob, EventInput, JobOutcome, JobStore, WorkerRecord, error_outcome
 from framecast.store.sql_jobs import CANCELLED_OUTCOME
 from framecast.worker.engine_process import binding_payload, engine_process_main
 from framecast.worker.identity import make_worker_id
@@ -304,13 +304,7 @@ class Worker:
             self.complete(request_id, token, CANCELLED_OUTCOME, [EventInput("Cancelled")])
             return
         if kind == "failed":
-            outcome = JobOutcome(
-                status_code=int(message["status_code"]),
-                body={"detail": message["error"], "error_type": message["error_type"]},
-                error=message["error"],
-                error_type=message["error_type"],
-                headers={"X-Fal-Error-Type": message["error_type"]},
-            )
+            outcome = error_outcome(int(message["status_code"]), message["error"], message["error_type"])
             self.complete(request_id, token, outcome, [EventInput(message["error"], "ERROR")])
             return
         key = f"outputs/{request_id}/{secrets.token_urlsafe(18)}.mp4"
@@ -347,13 +341,7 @@ class Worker:
 
     def finish_after_engine_death(self, request_id: str, token: str, reason: str) -> None:
         message = f"{reason} while running this request"
-        outcome = JobOutcome(
-            status_code=500,
-            body={"detail": message, "error_type": "runner_server_error"},
-            error=message,
-            error_type="runner_server_error",
-            headers={"X-Fal-Error-Type": "runner_server_error"},
-        )
+        outcome = error_outcome(500, message, "runner_server_error")
         self.complete(request_id, token, outcome, [EventInput(message, "ERROR")])
         self.restart_engine()
 

@@ -25,13 +25,6 @@ def data_uri(data: bytes, content_type: str = "image/png") -> str:
     return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
 
 
-@pytest.fixture(autouse=True)
-def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
-    net = NetworkGuard(monkeypatch)
-    yield net
-    assert net.violations == [], "a test tried to reach the network beyond loopback"
-
-
 @pytest.fixture
 def resolver() -> FakeResolver:
     return FakeResolver({"images.test": ["127.0.0.1"]})

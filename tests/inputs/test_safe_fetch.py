@@ -19,13 +19,6 @@ pytestmark = pytest.mark.anyio
 PNG = make_image("PNG")
 
 
-@pytest.fixture(autouse=True)
-def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
-    net = NetworkGuard(monkeypatch)
-    yield net
-    assert net.violations == [], "a test tried to reach the network beyond loopback"
-
-
 @pytest.fixture
 def server() -> Iterator[LoopbackServer]:
     with serve() as state:
