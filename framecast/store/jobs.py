@@ -182,6 +182,10 @@ class JobStore(Protocol):
         """Atomically take the best queued job (priority, then age) among `endpoint_ids`."""
         ...
 
+    def has_queued_job(self, endpoint_ids: Sequence[str], *, now: float) -> bool:
+        """A cheap read: is any job claimable among `endpoint_ids`? Lets idle workers poll often without writing."""
+        ...
+
     def renew_lease(self, request_id: str, lease_token: str, *, lease_s: float, now: float) -> LeaseState: ...
 
     def append_events(self, request_id: str, lease_token: str, events: Sequence[EventInput]) -> bool:

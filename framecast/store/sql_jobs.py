@@ -260,6 +260,22 @@ class SqlJobStore:
                 _insert_events(connection, request_id, [EventInput("Cancellation requested", created_at=now)])
             return CancelOutcome.CANCELLATION_REQUESTED
 
+    def _claimable(self, endpoint_ids: Sequence[str], now: float) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            jobs.c.status == JobStatus.IN_QUEUE.value,
+            jobs.c.endpoint_id.in_(list(endpoint_ids)),
+            sa.or_(jobs.c.start_deadline_at.is_(None), jobs.c.start_deadline_at > now),
+        )
+
+    def has_queued_job(self, endpoint_ids: Sequence[str], *, now: float) -> bool:
+        if not endpoint_ids:
+            return False
+        with self._read() as connection:
+            return (
+                connection.execute(sa.select(jobs.c.seq).where(self._claimable(endpoint_ids, now)).limit(1)).first()
+                is not None
+            )
+
     def claim_job(
         self, *, worker_id: str, endpoint_ids: Sequence[str], lease_s: float, now: float
     ) -> ClaimedJob | None:
@@ -267,11 +283,7 @@ class SqlJobStore:
             return None
         candidate = (
             sa.select(jobs.c.seq)
-            .where(
-                jobs.c.status == JobStatus.IN_QUEUE.value,
-                jobs.c.endpoint_id.in_(list(endpoint_ids)),
-                sa.or_(jobs.c.start_deadline_at.is_(None), jobs.c.start_deadline_at > now),
-            )
+            .where(self._claimable(endpoint_ids, now))
             .order_by(jobs.c.priority.desc(), jobs.c.seq)
             .limit(1)
         )

@@ -30,6 +30,8 @@ from framecast.worker.identity import make_worker_id
 logger = logging.getLogger("framecast.worker")
 
 EVENT_FLUSH_S = 0.25
+# Queue-to-start latency of an idle worker; a read-only query, so polling this often is cheap.
+IDLE_POLL_S = 0.02
 
 
 class EngineProcessDied(Exception):
@@ -187,16 +189,18 @@ class Worker:
                 self.stop_event.wait()
                 return
             while not self.stop_event.is_set():
+                # Idle workers look often with a cheap read, and take the write lock only to claim.
+                if not self.store.has_queued_job(self.endpoint_ids, now=time.time()):
+                    self.stop_event.wait(IDLE_POLL_S)
+                    continue
                 claimed = self.store.claim_job(
                     worker_id=self.worker_id,
                     endpoint_ids=self.endpoint_ids,
                     lease_s=self.config.lease_s,
                     now=time.time(),
                 )
-                if claimed is None:
-                    self.stop_event.wait(self.config.poll_interval_s)
-                    continue
-                self.run_job(claimed)
+                if claimed is not None:
+                    self.run_job(claimed)
         finally:
             self.stop_event.set()
             if self.engine is not None:

@@ -180,3 +180,13 @@ def test_concurrent_claims_from_processes_never_duplicate(tmp_path: Path) -> Non
     assert len(claimed) == len(set(claimed)) == len(created)
     assert set(claimed) == created
     store.close()
+
+
+def test_has_queued_job_matches_what_claim_would_take(store: JobStore) -> None:
+    assert not store.has_queued_job([ENDPOINT], now=NOW)
+    store.create_job(new_job(start_deadline_at=NOW - 1))
+    assert not store.has_queued_job([ENDPOINT], now=NOW)
+    store.create_job(new_job())
+    assert store.has_queued_job([ENDPOINT], now=NOW)
+    assert not store.has_queued_job(["fal-ai/other"], now=NOW)
+    assert not store.has_queued_job([], now=NOW)
