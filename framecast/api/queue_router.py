@@ -114,6 +114,6 @@ async def submit(request: Request, state: State, endpoint_id: str) -> JSONRespon
     raw_input = await read_json_body(request)
     options = submit_options(request, base_url=base_url(request), allow_test_faults=state.settings.test_faults)
     record = await state.queue.submit(endpoint_id, raw_input, options)
-    view = await state.queue.status(record.request_id, with_logs=False)
-    body = submit_body(record, queue_base_url=queue_base(request), queue_position=view.queue_position)
+    position = await state.queue.queue_position(record)
+    body = submit_body(record, queue_base_url=queue_base(request), queue_position=position)
     return JSONResponse(dump(body), headers={"x-fal-request-id": record.request_id})

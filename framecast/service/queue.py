@@ -213,10 +213,14 @@ class QueueService:
             raise RequestNotFoundError(request_id)
         return record
 
+    async def queue_position(self, record: JobRecord) -> int:
+        """Requests ahead of `record` (0 unless it is IN_QUEUE)."""
+        return await self._call(self.store.queue_position, record) if record.status is JobStatus.IN_QUEUE else 0
+
     async def status(self, request_id: str, *, with_logs: bool) -> StatusView:
         """Raises `RequestNotFoundError`."""
         record = await self.get(request_id)
-        position = await self._call(self.store.queue_position, record) if record.status is JobStatus.IN_QUEUE else 0
+        position = await self.queue_position(record)
         logs = None
         if with_logs:
             logs = await self._call(self.store.list_events, request_id, limit=self.max_status_logs)
