@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from framecast import __version__
-from framecast.api import files_router, health_router, queue_router, run_router
+from framecast.api import files_router, health_router, models_router, queue_router, run_router
 from framecast.api.errors import install_error_handlers
-from framecast.api.health_router import worker_timeout_s
+from framecast.api.openapi import add_endpoint_routes
 from framecast.api.state import AppState
+from framecast.bindings import ModelBinding, describe_source, resolve_bindings
 from framecast.endpoints import build_catalogue
 from framecast.inputs.safe_fetch import FetchPolicy
+from framecast.service.catalogue import CatalogueService
 from framecast.service.queue import EndpointReadiness, QueueService
 from framecast.settings import Settings
 from framecast.store.blobs import BlobStore, LocalBlobStore
@@ -26,28 +30,6 @@ from framecast.store.sql_jobs import SqlJobStore
 from framecast.worker.identity import is_worker_alive
 
 logger = logging.getLogger("framecast.api")
-
-
-def worker_readiness(store: JobStore, lease_s: float) -> EndpointReadiness:
-    """Refuse jobs that no live worker can run, and say why."""
-
-    def readiness(endpoint_id: str) -> str | None:
-        workers = [
-            worker
-            for worker in store.list_workers(alive_after=time.time() - worker_timeout_s(lease_s))
-            if endpoint_id in worker.endpoint_ids
-        ]
-        if any(worker.state in ("ready", "loading") for worker in workers):
-            return None
-        errors = sorted({worker.error for worker in workers if worker.error})
-        if errors:
-            return f"No worker can run {endpoint_id}: " + "; ".join(errors)
-        return (
-            f"No worker serving {endpoint_id} is running. Start one with `framecast serve --workers 1` "
-            "or `framecast worker`."
-        )
-
-    return readiness
 
 
 async def reap_forever(store: JobStore, interval_s: float) -> None:
@@ -70,15 +52,29 @@ def create_app(
     *,
     store: JobStore | None = None,
     blobs: BlobStore | None = None,
+    bindings: Sequence[ModelBinding] | None = None,
     readiness: EndpointReadiness | None = None,
 ) -> FastAPI:
-    """Build the API. `store`, `blobs` and `readiness` default to the embedded mode's."""
+    """Build the API. `store`, `blobs`, `bindings` and `readiness` default to the embedded mode's.
+
+    Raises `BindingsError` when `settings.models` names a bindings file that cannot be used.
+    """
+    endpoints = build_catalogue()
+    if bindings is None:
+        bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
     job_store: JobStore = store if store is not None else SqlJobStore(settings.database_url)
     blob_store: BlobStore = blobs if blobs is not None else LocalBlobStore(settings.files_dir)
+    catalogue = CatalogueService(
+        catalogue=endpoints,
+        bindings=bindings,
+        bindings_source=describe_source(settings.models),
+        store=job_store,
+        lease_s=settings.lease_s,
+    )
     queue = QueueService(
         store=job_store,
         blobs=blob_store,
-        catalogue=build_catalogue(),
+        catalogue=endpoints,
         fetch_policy=FetchPolicy(
             max_bytes=settings.max_input_bytes,
             total_timeout_s=settings.fetch_timeout_s,
@@ -87,7 +83,7 @@ def create_app(
         max_image_pixels=settings.max_image_pixels,
         max_attempts=settings.max_attempts,
         max_status_logs=settings.max_status_logs,
-        readiness=readiness if readiness is not None else worker_readiness(job_store, settings.lease_s),
+        readiness=readiness if readiness is not None else catalogue.readiness,
     )
 
     @contextlib.asynccontextmanager
@@ -107,10 +103,22 @@ def create_app(
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )
-    app.state.framecast = AppState(settings=settings, store=job_store, blobs=blob_store, queue=queue)
+    app.state.framecast = AppState(
+        settings=settings, store=job_store, blobs=blob_store, queue=queue, catalogue=catalogue
+    )
     install_error_handlers(app)
     app.include_router(health_router.router)
     app.include_router(files_router.router)
     app.include_router(queue_router.router)
     app.include_router(run_router.router)
+    app.include_router(models_router.router)
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI's document, plus an explicit submit and run route per endpoint with its own schemas.
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = add_endpoint_routes(document, endpoints)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -1,16 +1,31 @@
-"""Which engine and weights serve each endpoint: the built-in profiles.
+"""Which engine and weights serve each endpoint: bindings files and the built-in profiles.
 
 A binding is plain data (no torch), shared by the API (for readiness and the
-catalogue) and by the worker's engine process (to build the engine).
+catalogue) and by the worker's engine process (to build the engine). Bindings
+come from a TOML file (docs/bindings.md); `default` and `tiny` are files shipped
+in `framecast/profiles/`.
 """
 
 from __future__ import annotations
 
+import re
+import tomllib
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-TINY_RENDER_SCALE = 1 / 8
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROFILES = ("default", "tiny")
+DATA_DIR_VARIABLE = "${data_dir}"
+# A Hugging Face repo id: "owner/name", each part made of letters, digits, '-', '_' and '.'.
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+class BindingsError(ValueError):
+    """A bindings file that cannot be used; the message names the file and the entry."""
 
 
 @dataclass(frozen=True)
@@ -24,35 +39,131 @@ class ModelBinding:
     render_scale: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def weights_are_local(self) -> bool:
+        """True for a local directory, False for a Hugging Face repo id."""
+        return is_local_path(self.weights)
+
+
+class BindingEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str = Field(..., description="Engine name, e.g. diffusers-wan-i2v.")
+    weights: str = Field(..., description="Hugging Face repo id (owner/name) or a local directory.")
+    device: str | None = Field(None, description="torch device: cuda, cuda:1, cpu.")
+    dtype: str | None = Field(None, description="bfloat16, float16 or float32.")
+    render_scale: float | None = Field(None, gt=0, le=1, description="Test-only downscale of the output size.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Engine options.")
+
+
+class BindingDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+
+
+class BindingsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: BindingDefaults = Field(default_factory=BindingDefaults)
+    endpoints: dict[str, BindingEntry] = Field(default_factory=dict)
+
+
+def is_local_path(weights: str) -> bool:
+    return weights.startswith(("/", "./", "../", "~")) or not REPO_ID.match(weights)
+
 
 def tiny_models_dir(data_dir: Path) -> Path:
     return data_dir / "models" / "tiny"
 
 
-def resolve_bindings(profile: str, *, data_dir: Path, device: str | None = None) -> list[ModelBinding]:
-    """The bindings of a named profile. Raises `ValueError` for an unknown profile."""
-    if profile == "tiny":
-        tiny = tiny_models_dir(data_dir)
-        bindings = [
+def profile_path(name: str) -> Path:
+    """The shipped TOML of a built-in profile."""
+    return Path(str(resources.files("framecast.profiles").joinpath(f"{name}.toml")))
+
+
+def describe_source(models: str) -> str:
+    """Where `--models` bindings come from, for messages: the profile's file or the given file."""
+    if models in PROFILES:
+        return f"profile {models}: {profile_path(models)}"
+    return str(Path(models).expanduser())
+
+
+def load_bindings_file(
+    path: Path,
+    *,
+    data_dir: Path,
+    known_endpoints: set[str] | None = None,
+    known_engines: set[str] | None = None,
+) -> list[ModelBinding]:
+    """Parse a bindings file. Raises `BindingsError` naming the file and every bad entry.
+
+    `${data_dir}` in `weights` becomes the data directory; a relative local path is
+    relative to the file's directory; `~` is expanded.
+    """
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise BindingsError(f"cannot read bindings file {path}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BindingsError(f"{path}: not valid TOML: {error}") from None
+    try:
+        parsed = BindingsFile.model_validate(raw)
+    except ValidationError as error:
+        details = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise BindingsError(f"{path}: {details}") from None
+
+    problems: list[str] = []
+    bindings: list[ModelBinding] = []
+    for endpoint_id, entry in parsed.endpoints.items():
+        if known_endpoints is not None and endpoint_id not in known_endpoints:
+            problems.append(f"endpoints.{endpoint_id!r}: no such endpoint (see `framecast models`)")
+        if known_engines is not None and entry.engine not in known_engines:
+            problems.append(
+                f"endpoints.{endpoint_id!r}.engine: unknown engine {entry.engine!r}; "
+                f"available: {', '.join(sorted(known_engines))}"
+            )
+        dtype = entry.dtype or parsed.defaults.dtype
+        if dtype not in DTYPES:
+            problems.append(f"endpoints.{endpoint_id!r}.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+        weights = entry.weights.replace(DATA_DIR_VARIABLE, str(data_dir))
+        if is_local_path(weights):
+            local = Path(weights).expanduser()
+            weights = str(local if local.is_absolute() else (path.parent / local).resolve())
+        bindings.append(
             ModelBinding(
-                endpoint_id="fal-ai/wan-i2v",
-                engine="diffusers-wan-i2v",
-                weights=str(tiny / "wan21_i2v"),
-                device="cpu",
-                dtype="float32",
-                render_scale=TINY_RENDER_SCALE,
-            ),
-        ]
-    elif profile == "default":
-        bindings = [
-            ModelBinding(
-                endpoint_id="fal-ai/wan-i2v",
-                engine="diffusers-wan-i2v",
-                weights="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
-            ),
-        ]
-    else:
-        raise ValueError(f"unknown model profile {profile!r}: expected 'default' or 'tiny'")
+                endpoint_id=endpoint_id,
+                engine=entry.engine,
+                weights=weights,
+                device=entry.device or parsed.defaults.device,
+                dtype=dtype,
+                render_scale=entry.render_scale or 1.0,
+                options=entry.options,
+            )
+        )
+    if problems:
+        raise BindingsError(f"{path}: " + "; ".join(problems))
+    return bindings
+
+
+def resolve_bindings(models: str, *, data_dir: Path, device: str | None = None) -> list[ModelBinding]:
+    """The bindings of `models`: a built-in profile name or the path of a bindings file.
+
+    Every endpoint must be in the catalogue and every engine known. `device`
+    overrides every binding's device. Raises `BindingsError`.
+    """
+    from framecast.endpoints import build_catalogue
+    from framecast.engines.names import ENGINE_NAMES
+
+    path = profile_path(models) if models in PROFILES else Path(models).expanduser()
+    if models not in PROFILES and not path.is_file():
+        raise BindingsError(
+            f"--models {models!r} is neither a built-in profile ({', '.join(PROFILES)}) nor a bindings file"
+        )
+    bindings = load_bindings_file(
+        path, data_dir=data_dir, known_endpoints=set(build_catalogue()), known_engines=set(ENGINE_NAMES)
+    )
     if device is not None:
         bindings = [replace(binding, device=device) for binding in bindings]
     return bindings

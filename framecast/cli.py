@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from framecast import __version__
+from framecast.bindings import BindingsError
 from framecast.settings import Settings
 
 logger = logging.getLogger("framecast")
@@ -82,6 +84,7 @@ SERVE_SETTINGS = [
     "test_faults",
     "log_level",
 ]
+MODELS_SETTINGS = ["data_dir", "db", "models", "device", "lease_s"]
 WORKER_SETTINGS = [
     "data_dir",
     "db",
@@ -119,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Claim and run jobs for the endpoints of the model profile.",
     )
     _add_settings_arguments(worker, WORKER_SETTINGS)
+
+    models = commands.add_parser(
+        "models",
+        help="Print the catalogue: every endpoint, what serves it, and whether it takes jobs now.",
+        description="Without --server, reads this machine's bindings (--models) and the job database's live "
+        "workers. With --server, asks a running server (GET /models).",
+    )
+    _add_settings_arguments(models, MODELS_SETTINGS)
+    models.add_argument("--server", metavar="URL", help="A running Framecast server, e.g. http://gpu1:8000.")
+    models.add_argument("--json", action="store_true", help="Print the JSON that GET /models returns.")
 
     dev = commands.add_parser("dev", help="Developer tools.")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
@@ -246,6 +259,78 @@ def build_tiny_models(directory: Path) -> int:
     return 0
 
 
+def catalogue_json(settings: Settings) -> dict[str, Any]:
+    """What GET /models answers, computed here from the settings and the job database (if there is one)."""
+    from framecast.bindings import describe_source, resolve_bindings
+    from framecast.endpoints import build_catalogue
+    from framecast.service.catalogue import CatalogueService
+    from framecast.store.sql_jobs import SqlJobStore
+
+    endpoints = build_catalogue()
+    bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
+    database = sqlite_path(settings.database_url)
+    store = None if database is not None and not database.exists() else SqlJobStore(settings.database_url)
+    try:
+        catalogue = CatalogueService(
+            catalogue=endpoints,
+            bindings=bindings,
+            bindings_source=describe_source(settings.models),
+            store=store,
+            lease_s=settings.lease_s,
+        )
+        statuses = catalogue.statuses()
+    finally:
+        if store is not None:
+            store.close()
+    return {
+        "bindings": describe_source(settings.models),
+        "endpoints": [{**status.to_json(), "accepting": status.accepting} for status in statuses],
+    }
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases)."""
+    if not database_url.startswith("sqlite"):
+        return None
+    database = database_url.split(":///", 1)[-1]
+    return Path(database) if database and database != ":memory:" else None
+
+
+def print_catalogue(catalogue: dict[str, Any]) -> None:
+    rows = [
+        (entry["endpoint_id"], entry["kind"], entry["state"], entry["engine"] or "-", entry["model"] or "-")
+        for entry in catalogue["endpoints"]
+    ]
+    header = ("ENDPOINT", "KIND", "STATE", "ENGINE", "MODEL")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    print(f"bindings: {catalogue['bindings']}")
+    for row in [header, *rows]:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
+    reasons = [(entry["endpoint_id"], entry["reason"]) for entry in catalogue["endpoints"] if entry["reason"]]
+    if reasons:
+        print("\nNot taking jobs:")
+        for _endpoint_id, reason in reasons:
+            print(f"  - {reason}")
+
+
+def show_models(arguments: argparse.Namespace) -> int:
+    # `framecast models | head` should end quietly.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if arguments.server:
+        import httpx
+
+        response = httpx.get(arguments.server.rstrip("/") + "/models", timeout=30)
+        response.raise_for_status()
+        catalogue: dict[str, Any] = response.json()
+    else:
+        catalogue = catalogue_json(load_settings(arguments, MODELS_SETTINGS))
+    if arguments.json:
+        print(json.dumps(catalogue, indent=2))
+    else:
+        print_catalogue(catalogue)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -254,8 +339,12 @@ def main(argv: list[str] | None = None) -> int:
             return serve(load_settings(arguments, SERVE_SETTINGS))
         if arguments.command == "worker":
             return run_worker(load_settings(arguments, WORKER_SETTINGS))
+        if arguments.command == "models":
+            return show_models(arguments)
     except ValidationError as error:
         parser.exit(2, f"framecast: invalid settings:\n{error}\n")
+    except BindingsError as error:
+        parser.exit(2, f"framecast: {error}\n")
     if arguments.command == "dev" and arguments.dev_command == "tiny-models":
         return build_tiny_models(arguments.directory)
     parser.error("unknown command")

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from framecast.cli import main
 
 
 def test_serve_help_explains_every_flag_and_the_client_setup() -> None:
@@ -20,3 +26,34 @@ def test_invalid_settings_exit_with_a_message() -> None:
     )
     assert result.returncode == 2
     assert "workers" in result.stderr
+
+
+def test_models_prints_the_catalogue_with_reasons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--models", "tiny", "--data-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "fal-ai/wan-i2v" in table and "diffusers-wan-i2v" in table and "weights_missing" in table
+    assert "fal-ai/veo2/image-to-video" in table and "closed" in table
+    assert "framecast dev tiny-models" in table
+    assert not (tmp_path / "framecast.db").exists(), "looking does not create a database"
+
+
+def test_models_json_matches_the_api_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--data-dir", str(tmp_path), "--json"]) == 0
+    catalogue = json.loads(capsys.readouterr().out)
+    assert catalogue["bindings"].startswith("profile default: ")
+    (wan,) = [entry for entry in catalogue["endpoints"] if entry["endpoint_id"] == "fal-ai/wan-i2v"]
+    assert (wan["state"], wan["accepting"]) == ("weights_missing", False)
+    assert "framecast pull fal-ai/wan-i2v" in wan["reason"]
+
+
+def test_a_bad_bindings_file_stops_serve_before_it_starts(tmp_path: Path) -> None:
+    bindings = tmp_path / "bindings.toml"
+    bindings.write_text('[endpoints."fal-ai/wan-i2v"]\nengine = "nope"\nweights = "a/b"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "framecast", "serve", "--models", str(bindings), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "unknown engine 'nope'" in result.stderr

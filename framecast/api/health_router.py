@@ -9,6 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends
 
 from framecast.api.state import AppState, app_state
+from framecast.service.catalogue import worker_timeout_s
 
 router = APIRouter(tags=["health"])
 State = Annotated[AppState, Depends(app_state)]
@@ -30,8 +31,3 @@ async def health(state: State) -> dict[str, Any]:
             for worker in workers
         ],
     }
-
-
-def worker_timeout_s(lease_s: float) -> float:
-    """A worker whose heartbeat is older than this is presumed gone."""
-    return max(lease_s, 5.0)

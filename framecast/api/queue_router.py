@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from framecast.api.headers import parse_flag, read_json_body, submit_options
-from framecast.api.protocol import QueueStatus, SubmitResponse, dump, status_body, submit_body
+from framecast.api.protocol import QueueStatus, SubmitResponse, app_path, dump, status_body, submit_body
 from framecast.api.state import AppState, app_state, base_url
 from framecast.service.queue import StatusView
 from framecast.store.jobs import CancelOutcome, JobStatus
@@ -28,16 +28,17 @@ def queue_base(request: Request) -> str:
     return base_url(request) + QUEUE_PREFIX
 
 
-def _check_app(record_endpoint: str, owner: str, alias: str) -> bool:
-    return record_endpoint.split("/")[:2] == [owner, alias]
+def _check_app(record_endpoint: str, app: str) -> bool:
+    """The clients address a request by owner/alias; fal's per-endpoint OpenAPI uses the full endpoint id."""
+    return app in (app_path(record_endpoint), record_endpoint)
 
 
-@router.get("/{owner}/{alias}/requests/{request_id}/status", response_model=QueueStatus)
+@router.get("/{app:path}/requests/{request_id}/status", response_model=QueueStatus)
 async def get_status(
-    request: Request, state: State, owner: str, alias: str, request_id: str, logs: str | None = LOGS_QUERY
+    request: Request, state: State, app: str, request_id: str, logs: str | None = LOGS_QUERY
 ) -> JSONResponse:
     view = await state.queue.status(request_id, with_logs=parse_flag(logs, name="logs"))
-    if not _check_app(view.record.endpoint_id, owner, alias):
+    if not _check_app(view.record.endpoint_id, app):
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if view.record.status is JobStatus.COMPLETED else 202
     return JSONResponse(
@@ -47,14 +48,14 @@ async def get_status(
     )
 
 
-@router.get("/{owner}/{alias}/requests/{request_id}/status/stream")
+@router.get("/{app:path}/requests/{request_id}/status/stream")
 async def stream_status(
-    request: Request, state: State, owner: str, alias: str, request_id: str, logs: str | None = LOGS_QUERY
+    request: Request, state: State, app: str, request_id: str, logs: str | None = LOGS_QUERY
 ) -> StreamingResponse:
     """Server-sent events: one `data:` status object per change, keep-alive comments, closed after COMPLETED."""
     with_logs = parse_flag(logs, name="logs")
     first = await state.queue.status(request_id, with_logs=with_logs)
-    if not _check_app(first.record.endpoint_id, owner, alias):
+    if not _check_app(first.record.endpoint_id, app):
         return StreamingResponse(iter(()), status_code=404)
     settings = state.settings
     base = queue_base(request)
@@ -86,20 +87,20 @@ async def stream_status(
     )
 
 
-@router.put("/{owner}/{alias}/requests/{request_id}/cancel")
-async def cancel(state: State, owner: str, alias: str, request_id: str) -> JSONResponse:
+@router.put("/{app:path}/requests/{request_id}/cancel")
+async def cancel(state: State, app: str, request_id: str) -> JSONResponse:
     record = await state.queue.find(request_id)
-    if record is None or not _check_app(record.endpoint_id, owner, alias):
+    if record is None or not _check_app(record.endpoint_id, app):
         return JSONResponse({"status": CancelOutcome.NOT_FOUND.value}, status_code=404)
     outcome = await state.queue.cancel(request_id)
     code = {CancelOutcome.CANCELLATION_REQUESTED: 202, CancelOutcome.ALREADY_COMPLETED: 400}.get(outcome, 404)
     return JSONResponse({"status": outcome.value}, status_code=code)
 
 
-@router.get("/{owner}/{alias}/requests/{request_id}")
-async def get_result(request: Request, state: State, owner: str, alias: str, request_id: str) -> JSONResponse:
+@router.get("/{app:path}/requests/{request_id}")
+async def get_result(request: Request, state: State, app: str, request_id: str) -> JSONResponse:
     record = await state.queue.get(request_id)
-    if not _check_app(record.endpoint_id, owner, alias):
+    if not _check_app(record.endpoint_id, app):
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     result = await state.queue.result(request_id, base_url=base_url(request))
     return JSONResponse(
@@ -107,7 +108,8 @@ async def get_result(request: Request, state: State, owner: str, alias: str, req
     )
 
 
-@router.post("/{endpoint_id:path}", response_model=SubmitResponse, status_code=200)
+# Documented per endpoint in the OpenAPI document (framecast.api.openapi), with its input schema.
+@router.post("/{endpoint_id:path}", response_model=SubmitResponse, status_code=200, include_in_schema=False)
 async def submit(request: Request, state: State, endpoint_id: str) -> JSONResponse:
     """Queue a request. The body is the endpoint's input JSON, not wrapped."""
     state.queue.endpoint(endpoint_id)

@@ -15,7 +15,8 @@ router = APIRouter(prefix="/run", tags=["run"])
 State = Annotated[AppState, Depends(app_state)]
 
 
-@router.post("/{endpoint_id:path}")
+# Documented per endpoint in the OpenAPI document (framecast.api.openapi), with its input schema.
+@router.post("/{endpoint_id:path}", include_in_schema=False)
 async def run(request: Request, state: State, endpoint_id: str) -> JSONResponse:
     """Run and wait. A client that hangs up cancels its job."""
     state.queue.endpoint(endpoint_id)

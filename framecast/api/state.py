@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from framecast.service.catalogue import CatalogueService
 from framecast.service.queue import QueueService
 from framecast.settings import Settings
 from framecast.store.blobs import BlobStore
@@ -18,6 +19,7 @@ class AppState:
     store: JobStore
     blobs: BlobStore
     queue: QueueService
+    catalogue: CatalogueService
 
 
 def app_state(request: Request) -> AppState:

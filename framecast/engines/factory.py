@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from framecast.bindings import ModelBinding
 from framecast.engines.base import Engine, EngineError
-
-ENGINE_NAMES = ("diffusers-wan-i2v",)
+from framecast.engines.names import ENGINE_NAMES
 
 
 def build_engine(binding: ModelBinding) -> Engine:

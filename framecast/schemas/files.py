@@ -17,4 +17,23 @@ class EngineMetadata(BaseModel):
 
     engine: str = Field(..., description="The engine that ran the request, e.g. diffusers-wan-i2v.")
     model: str = Field(..., description="The weights: a Hugging Face repo id or a local directory.")
+    seed: int | None = Field(None, description="The seed used, also for endpoints whose output has no seed field.")
     render_scale: float = Field(1.0, description="Test-only downscale of the rendered size; 1.0 for real serving.")
+
+
+METADATA_DESCRIPTION = "Framecast: the engine and weights that produced this video. Never hidden."
+
+
+class VideoOutput(BaseModel):
+    """Output of the endpoints whose documented result is only a video."""
+
+    video: File = Field(..., description="The generated video")
+    metadata: EngineMetadata | None = Field(None, description=METADATA_DESCRIPTION)
+
+
+class VideoSeedOutput(BaseModel):
+    """Output of the endpoints that document the seed next to the video."""
+
+    video: File = Field(..., description="The generated video file.")
+    seed: int = Field(..., description="The seed used for generation.")
+    metadata: EngineMetadata | None = Field(None, description=METADATA_DESCRIPTION)

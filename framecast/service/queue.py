@@ -129,13 +129,14 @@ class QueueService:
         (every bad field at once). On any failure nothing is left behind.
         """
         spec = self.endpoint(endpoint_id)
-        reason = await self._call(self.readiness, endpoint_id)
-        if reason is not None:
-            raise EndpointUnavailableError(reason)
+        # Cheap checks first: a bad input is worth a 422 even when the endpoint is down; images come last.
         try:
             request = spec.input_model.model_validate(raw_input)
         except pydantic.ValidationError as error:
             raise InvalidInputError(_fal_errors(error)) from None
+        reason = await self._call(self.readiness, endpoint_id)
+        if reason is not None:
+            raise EndpointUnavailableError(reason)
 
         images = await self._resolve_images(spec, request)
         request_id = str(uuid.uuid4())
@@ -154,6 +155,7 @@ class QueueService:
                 "generation": plan.generation,
                 "images": image_refs,
                 "notes": plan.notes,
+                "output_seed": spec.output_has_seed,
             }
             job = NewJob(
                 request_id=request_id,

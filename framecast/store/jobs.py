@@ -9,7 +9,7 @@ Times are Unix seconds (float).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,11 +143,25 @@ class ReapReport:
 @dataclass(frozen=True)
 class WorkerRecord:
     worker_id: str
+    # The endpoints it claims jobs for: those whose engine loaded (all of them while loading).
     endpoint_ids: tuple[str, ...]
     state: str  # "loading" | "ready" | "error"
     error: str | None
     heartbeat_at: float
     started_at: float
+    # Every endpoint bound on this worker, with its engine, weights and state.
+    endpoints: Mapping[str, WorkerEndpoint] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerEndpoint:
+    """One binding as a worker reports it."""
+
+    engine: str
+    weights: str
+    device: str
+    state: str  # "loading" | "ready" | "weights_missing" | "engine_error"
+    error: str | None = None
 
 
 # Tells the reaper whether a worker is known to be dead without waiting for its

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,13 @@ from framecast.store.jobs import (
     NewJob,
     Priority,
     ReapReport,
+    WorkerEndpoint,
     WorkerLiveness,
     WorkerRecord,
     error_outcome,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = sa.MetaData()
 
@@ -93,6 +95,8 @@ workers = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=False),
+    # JSON: endpoint_id -> {engine, weights, device, state, error} (schema version 2).
+    sa.Column("endpoints", sa.Text),
 )
 
 schema_info = sa.Table(
@@ -100,6 +104,12 @@ schema_info = sa.Table(
     metadata,
     sa.Column("version", sa.Integer, nullable=False),
 )
+
+# Statements that bring a database from version N-1 to N; `create_all` covers a new database.
+# Plain SQL that SQLite and PostgreSQL both accept.
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE workers ADD COLUMN endpoints TEXT"],
+}
 
 CANCELLED_OUTCOME = error_outcome(499, "Request was cancelled by the client", "client_cancelled")
 START_TIMEOUT_OUTCOME = error_outcome(
@@ -157,10 +167,15 @@ class SqlJobStore:
             version = connection.execute(sa.select(schema_info.c.version)).scalar()
             if version is None:
                 connection.execute(schema_info.insert().values(version=SCHEMA_VERSION))
-            elif version > SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
                 raise RuntimeError(
                     f"the job database has schema version {version}, newer than this framecast ({SCHEMA_VERSION})"
                 )
+            for step_version in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step_version]:
+                    connection.exec_driver_sql(statement)
+            connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -471,6 +486,7 @@ class SqlJobStore:
             "error": worker.error,
             "heartbeat_at": worker.heartbeat_at,
             "started_at": worker.started_at,
+            "endpoints": json.dumps({endpoint_id: asdict(entry) for endpoint_id, entry in worker.endpoints.items()}),
         }
         with self._write() as connection:
             updated = connection.execute(
@@ -492,6 +508,10 @@ class SqlJobStore:
                     error=row["error"],
                     heartbeat_at=row["heartbeat_at"],
                     started_at=row["started_at"],
+                    endpoints={
+                        endpoint_id: WorkerEndpoint(**entry)
+                        for endpoint_id, entry in json.loads(row["endpoints"] or "{}").items()
+                    },
                 )
                 for row in rows
             ]

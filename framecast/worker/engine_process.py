@@ -43,27 +43,42 @@ class EngineHost:
     def send(self, message: dict[str, Any]) -> None:
         self.connection.send(message)
 
-    def load(self) -> None:
+    def load(self) -> dict[str, str]:
+        """Load every binding's engine; returns endpoint_id -> reason for those that failed.
+
+        Bindings fail one by one: a broken one does not take the others down.
+        """
         from framecast.engines.factory import build_engine
 
+        failures: dict[str, str] = {}
         # One engine object per distinct (engine, weights, device): endpoints may share weights.
-        shared: dict[tuple[str, str, str, str, float], Engine] = {}
+        shared: dict[tuple[str, str, str, str, float], Engine | str] = {}
         for endpoint_id, binding in self.bindings.items():
             identity = (binding.engine, binding.weights, binding.device, binding.dtype, binding.render_scale)
             if identity not in shared:
-                engine = build_engine(binding)
                 started = time.monotonic()
-                engine.load()
-                self.send(
-                    {
-                        "type": "log",
-                        "level": "INFO",
-                        "message": f"Loaded {binding.engine} from {binding.weights} on {binding.device} "
-                        f"in {time.monotonic() - started:.1f}s",
-                    }
-                )
-                shared[identity] = engine
-            self.engines[endpoint_id] = shared[identity]
+                try:
+                    engine = build_engine(binding)
+                    engine.load()
+                except Exception as error:
+                    traceback.print_exc(file=sys.stderr)
+                    shared[identity] = describe_error(error)
+                else:
+                    shared[identity] = engine
+                    self.send(
+                        {
+                            "type": "log",
+                            "level": "INFO",
+                            "message": f"Loaded {binding.engine} from {binding.weights} on {binding.device} "
+                            f"in {time.monotonic() - started:.1f}s",
+                        }
+                    )
+            loaded = shared[identity]
+            if isinstance(loaded, str):
+                failures[endpoint_id] = loaded
+            else:
+                self.engines[endpoint_id] = loaded
+        return failures
 
     def run(self, message: dict[str, Any]) -> None:
         from framecast.engines.video import encode_mp4
@@ -78,6 +93,11 @@ class EngineHost:
         images = {
             role: load_image(data, max_image_pixels=self.max_image_pixels) for role, data in message["images"].items()
         }
+        if "image" not in images:
+            # A mapped endpoint (e.g. Luma with only an end frame) can reach an engine that needs a first frame.
+            error = f"{binding.engine} needs a first frame; this request gives only: {', '.join(images) or 'none'}"
+            self.send({"type": "failed", "error": error, "error_type": "unprocessable_entity", "status_code": 422})
+            return
         request = GenerationRequest(image=images["image"], last_image=images.get("last_image"), **generation)
         fault = parse_fault(message.get("test_fault"), attempt=int(message.get("attempt", 1)))
         started = time.monotonic()
@@ -193,14 +213,8 @@ def engine_process_main(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     host = EngineHost(connection, [ModelBinding(**binding) for binding in bindings], max_image_pixels)
     signal.signal(signal.SIGUSR1, host.on_cancel_signal)
-    try:
-        host.load()
-    except Exception as error:
-        traceback.print_exc(file=sys.stderr)
-        reason = str(error) if isinstance(error, EngineError) else f"{type(error).__name__}: {error}"
-        connection.send({"type": "load_failed", "error": reason})
-        return
-    connection.send({"type": "ready", "endpoints": sorted(host.engines)})
+    failures = host.load()
+    connection.send({"type": "ready", "endpoints": sorted(host.engines), "failures": failures})
     while True:
         try:
             message = connection.recv()
@@ -210,6 +224,11 @@ def engine_process_main(
             host.run(message)
         elif message.get("type") == "stop":
             return
+
+
+def describe_error(error: Exception) -> str:
+    """An engine's own errors are written for users; anything else gets its type named."""
+    return str(error) if isinstance(error, EngineError) else f"{type(error).__name__}: {error}"
 
 
 def binding_payload(binding: ModelBinding) -> dict[str, Any]:

@@ -22,8 +22,17 @@ from typing import Any
 
 from framecast.bindings import ModelBinding
 from framecast.store.blobs import BlobStore, blob_reference
-from framecast.store.jobs import ClaimedJob, EventInput, JobOutcome, JobStore, WorkerRecord, error_outcome
+from framecast.store.jobs import (
+    ClaimedJob,
+    EventInput,
+    JobOutcome,
+    JobStore,
+    WorkerEndpoint,
+    WorkerRecord,
+    error_outcome,
+)
 from framecast.store.sql_jobs import CANCELLED_OUTCOME
+from framecast.weights import missing_weights_reason
 from framecast.worker.engine_process import binding_payload, engine_process_main
 from framecast.worker.identity import make_worker_id
 
@@ -121,7 +130,9 @@ class Worker:
         self.bindings = bindings
         self.config = config
         self.worker_id = make_worker_id()
+        # Claimable endpoints: all bound ones while loading, then those whose engine loaded.
         self.endpoint_ids = tuple(sorted({binding.endpoint_id for binding in bindings}))
+        self.endpoints: dict[str, WorkerEndpoint] = {}
         self.state = "loading"
         self.error: str | None = None
         self.started_at = time.time()
@@ -139,7 +150,13 @@ class Worker:
                 error=self.error,
                 heartbeat_at=time.time(),
                 started_at=self.started_at,
+                endpoints=dict(self.endpoints),
             )
+        )
+
+    def set_endpoint_state(self, binding: ModelBinding, state: str, error: str | None = None) -> None:
+        self.endpoints[binding.endpoint_id] = WorkerEndpoint(
+            engine=binding.engine, weights=binding.weights, device=binding.device, state=state, error=error
         )
 
     def heartbeat_forever(self) -> None:
@@ -151,31 +168,58 @@ class Worker:
                 logger.exception("worker heartbeat failed; retrying")
 
     def start_engine(self) -> bool:
-        """Start the engine process and wait until its models are loaded. False on failure (state 'error')."""
+        """Start the engine process and wait until its models are loaded.
+
+        Bindings whose weights are not on this machine are reported and skipped
+        without starting anything. False when no endpoint could be loaded (state 'error').
+        """
         self.state, self.error = "loading", None
+        usable = []
+        for binding in self.bindings:
+            reason = missing_weights_reason(binding)
+            if reason is None:
+                usable.append(binding)
+                self.set_endpoint_state(binding, "loading")
+            else:
+                logger.error("%s: %s", binding.endpoint_id, reason)
+                self.set_endpoint_state(binding, "weights_missing", reason)
+        self.endpoint_ids = tuple(sorted(binding.endpoint_id for binding in usable))
         self.report()
-        self.engine = EngineProcess(self.bindings, self.config.max_image_pixels, self.config.torch_threads)
+        if not usable:
+            return self.fail_start("no bound endpoint has its weights on this machine")
+        self.engine = EngineProcess(usable, self.config.max_image_pixels, self.config.torch_threads)
         while not self.stop_event.is_set():
             try:
                 message = self.engine.receive(self.config.poll_interval_s)
             except EngineProcessDied as error:
-                self.state, self.error = "error", str(error)
-                self.report()
-                return False
+                for binding in usable:
+                    self.set_endpoint_state(binding, "engine_error", str(error))
+                return self.fail_start(str(error))
             if message is None:
                 continue
+            if message["type"] == "log":
+                logger.info("%s", message["message"])
+                continue
             if message["type"] == "ready":
+                failures: dict[str, str] = message["failures"]
+                for binding in usable:
+                    failure = failures.get(binding.endpoint_id)
+                    self.set_endpoint_state(binding, "engine_error" if failure else "ready", failure)
+                    if failure:
+                        logger.error("%s cannot be served: %s", binding.endpoint_id, failure)
+                self.endpoint_ids = tuple(sorted(message["endpoints"]))
+                if not self.endpoint_ids:
+                    return self.fail_start("no engine could be loaded")
                 self.state = "ready"
                 self.report()
                 logger.info("worker %s ready for %s", self.worker_id, ", ".join(self.endpoint_ids))
                 return True
-            if message["type"] == "load_failed":
-                self.state, self.error = "error", message["error"]
-                self.report()
-                logger.error("worker %s cannot load its models: %s", self.worker_id, message["error"])
-                return False
-            if message["type"] == "log":
-                logger.info("%s", message["message"])
+        return False
+
+    def fail_start(self, reason: str) -> bool:
+        self.state, self.error, self.endpoint_ids = "error", reason, ()
+        self.report()
+        logger.error("worker %s cannot serve: %s", self.worker_id, reason)
         return False
 
     def run_forever(self) -> None:
@@ -271,7 +315,13 @@ class Worker:
                     if lease_lost:
                         output_path.unlink(missing_ok=True)
                         return
-                    self.finish(request_id, token, message, cancelled=cancel_sent_at is not None)
+                    self.finish(
+                        request_id,
+                        token,
+                        message,
+                        cancelled=cancel_sent_at is not None,
+                        output_seed=bool(payload.get("output_seed", True)),
+                    )
                     return
             if events and now - last_flush >= EVENT_FLUSH_S:
                 if not self.store.append_events(request_id, token, events):
@@ -302,7 +352,10 @@ class Worker:
                 self.restart_engine()
                 return
 
-    def finish(self, request_id: str, token: str, message: dict[str, Any], *, cancelled: bool) -> None:
+    def finish(
+        self, request_id: str, token: str, message: dict[str, Any], *, cancelled: bool, output_seed: bool = True
+    ) -> None:
+        """Write the job's outcome. `output_seed`: the endpoint documents `seed` in its output."""
         kind = message["type"]
         if kind == "cancelled" or (cancelled and kind != "done"):
             self.complete(request_id, token, CANCELLED_OUTCOME, [EventInput("Cancelled")])
@@ -313,19 +366,22 @@ class Worker:
             return
         key = f"outputs/{request_id}/{secrets.token_urlsafe(18)}.mp4"
         info = self.blobs.put_file(key, Path(message["output_path"]), "video/mp4")
-        body = {
+        body: dict[str, Any] = {
             "video": {
                 "url": blob_reference(key),
                 "content_type": "video/mp4",
                 "file_name": f"framecast-{request_id[:8]}.mp4",
                 "file_size": info.size_bytes,
             },
+        }
+        if output_seed:
+            body["seed"] = message["seed"]
+        # The seed is always returned: in `metadata` where the documented output has no seed field.
+        body["metadata"] = {
+            "engine": message["engine"],
+            "model": message["model"],
             "seed": message["seed"],
-            "metadata": {
-                "engine": message["engine"],
-                "model": message["model"],
-                "render_scale": message["render_scale"],
-            },
+            "render_scale": message["render_scale"],
         }
         summary = (
             f"Done: {message['num_frames']} frames {message['width']}x{message['height']} at "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,25 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from framecast.app import create_app
 from framecast.settings import Settings
 from framecast.store.jobs import JobOutcome
 from framecast.store.sql_jobs import SqlJobStore
+from tests.api.conftest import png_uri
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def png_uri(width: int = 40, height: int = 30) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (1, 2, 3)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def wan_input(**overrides: Any) -> dict[str, Any]:

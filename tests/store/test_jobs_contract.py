@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from framecast.store.jobs import CancelOutcome, EventInput, JobOutcome, JobStatus, JobStore, NewJob, Priority
+from framecast.store.jobs import (
+    CancelOutcome,
+    EventInput,
+    JobOutcome,
+    JobStatus,
+    JobStore,
+    NewJob,
+    Priority,
+    WorkerEndpoint,
+    WorkerRecord,
+)
 from framecast.store.sql_jobs import SqlJobStore
 
 ENDPOINT = "fal-ai/wan-i2v"
@@ -190,3 +200,20 @@ def test_has_queued_job_matches_what_claim_would_take(store: JobStore) -> None:
     assert store.has_queued_job([ENDPOINT], now=NOW)
     assert not store.has_queued_job(["fal-ai/other"], now=NOW)
     assert not store.has_queued_job([], now=NOW)
+
+
+def test_workers_report_their_endpoints_and_age_out(store: JobStore) -> None:
+    endpoints = {
+        ENDPOINT: WorkerEndpoint("diffusers-wan-i2v", "/models/wan", "cuda:0", "ready"),
+        "fal-ai/framepack": WorkerEndpoint("diffusers-framepack", "owner/fp", "cuda:0", "weights_missing", "no"),
+    }
+    worker = WorkerRecord("host:1:a", (ENDPOINT,), "ready", None, heartbeat_at=NOW, started_at=NOW, endpoints=endpoints)
+    store.upsert_worker(worker)
+    store.upsert_worker(WorkerRecord("host:2:b", (), "loading", None, heartbeat_at=NOW - 100, started_at=NOW - 100))
+    (listed,) = store.list_workers(alive_after=NOW - 10)
+    assert listed == worker
+    store.upsert_worker(WorkerRecord("host:1:a", (), "error", "gone", heartbeat_at=NOW + 1, started_at=NOW))
+    (updated,) = store.list_workers(alive_after=NOW - 10)
+    assert (updated.state, updated.error, dict(updated.endpoints)) == ("error", "gone", {})
+    store.remove_worker("host:1:a")
+    assert store.list_workers(alive_after=NOW - 10) == []

@@ -1,0 +1,170 @@
+"""FramePack endpoints: fal's three and WaveSpeed's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from framecast.endpoints.sizing import video_size
+from framecast.endpoints.spec import (
+    EndpointSpec,
+    GenerationPlan,
+    ImageDimensions,
+    choose_seed,
+    safety_checker_note,
+    unknown_field_notes,
+)
+from framecast.schemas.framepack import (
+    FramePackFLF2VInput,
+    FramePackInput,
+    FramePackOutput,
+    WaveSpeedFramePackInput,
+)
+
+# FramePack (HunyuanVideo) renders at 30 fps, and the reference demo samples 25 steps per section.
+FRAMEPACK_FRAMES_PER_SECOND = 30
+FRAMEPACK_STEPS = 25
+FRAMEPACK_EXAMPLE_IMAGE = "https://storage.googleapis.com/falserverless/framepack/framepack.jpg"
+FRAMEPACK_EXAMPLE_PROMPT = (
+    "A mesmerising video of a deep sea jellyfish moving through an inky-black ocean. The jellyfish glows softly "
+    "with an amber bioluminescence. The overall scene is lifelike."
+)
+FRAMEPACK_EXAMPLE = {
+    "prompt": FRAMEPACK_EXAMPLE_PROMPT,
+    "negative_prompt": "Ugly, blurry distorted, bad quality",
+    "image_url": FRAMEPACK_EXAMPLE_IMAGE,
+    "aspect_ratio": "16:9",
+    "resolution": "720p",
+    "cfg_scale": 1,
+    "guidance_scale": 10,
+    "num_frames": 180,
+    "enable_safety_checker": True,
+}
+
+
+def framepack_generation(
+    *,
+    prompt: str,
+    negative_prompt: str,
+    resolution: str,
+    aspect_ratio: str,
+    num_frames: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    true_cfg_scale: float,
+    seed: int | None,
+) -> dict[str, Any]:
+    width, height = video_size(resolution, aspect_ratio, None)
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "width": width,
+        "height": height,
+        "num_frames": num_frames,
+        "frames_per_second": FRAMEPACK_FRAMES_PER_SECOND,
+        "num_inference_steps": num_inference_steps,
+        # fal's guidance_scale is FramePack's distilled (embedded) guidance; cfg_scale is true CFG.
+        "guidance_scale": guidance_scale,
+        "seed": choose_seed(seed),
+        "options": {"true_cfg_scale": true_cfg_scale},
+    }
+
+
+def plan_framepack(request: FramePackInput, _images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+    generation = framepack_generation(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        resolution=request.resolution,
+        aspect_ratio=request.aspect_ratio,
+        num_frames=request.num_frames,
+        num_inference_steps=FRAMEPACK_STEPS,
+        guidance_scale=request.guidance_scale,
+        true_cfg_scale=request.cfg_scale,
+        seed=request.seed,
+    )
+    if isinstance(request, FramePackFLF2VInput):
+        generation["options"]["last_image_strength"] = request.strength
+    notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
+    return GenerationPlan(generation, notes)
+
+
+def plan_wavespeed_framepack(
+    request: WaveSpeedFramePackInput, _images: Mapping[str, ImageDimensions]
+) -> GenerationPlan:
+    generation = framepack_generation(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        resolution=request.resolution,
+        aspect_ratio=request.aspect_ratio,
+        num_frames=request.num_frames,
+        num_inference_steps=request.num_inference_steps,
+        guidance_scale=request.guidance_scale,
+        true_cfg_scale=1.0,
+        seed=request.seed,
+    )
+    notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
+    return GenerationPlan(generation, notes)
+
+
+FRAMEPACK_ENDPOINTS = [
+    EndpointSpec(
+        endpoint_id="fal-ai/framepack",
+        title="FramePack image-to-video",
+        kind="open",
+        input_model=FramePackInput,
+        output_model=FramePackOutput,
+        image_fields={"image_url": "image"},
+        plan=plan_framepack,
+        example=FRAMEPACK_EXAMPLE,
+        engine_family="framepack",
+        description="Framepack is an efficient Image-to-video model that autoregressively generates videos.",
+    ),
+    EndpointSpec(
+        endpoint_id="fal-ai/framepack/f1",
+        title="FramePack F1 image-to-video",
+        kind="open",
+        input_model=FramePackInput,
+        output_model=FramePackOutput,
+        image_fields={"image_url": "image"},
+        plan=plan_framepack,
+        example=FRAMEPACK_EXAMPLE,
+        engine_family="framepack-f1",
+        description="FramePack F1: forward-only (vanilla) sampling, one section after another.",
+    ),
+    EndpointSpec(
+        endpoint_id="fal-ai/framepack/flf2v",
+        title="FramePack first-last-frame-to-video",
+        kind="open",
+        input_model=FramePackFLF2VInput,
+        output_model=FramePackOutput,
+        image_fields={"image_url": "image", "end_image_url": "last_image"},
+        plan=plan_framepack,
+        example={**FRAMEPACK_EXAMPLE, "end_image_url": FRAMEPACK_EXAMPLE_IMAGE, "num_frames": 240, "strength": 0.8},
+        engine_family="framepack",
+        description="FramePack from a first frame to a last frame.",
+    ),
+    EndpointSpec(
+        endpoint_id="wavespeed-ai/framepack",
+        title="FramePack (WaveSpeed)",
+        kind="open",
+        input_model=WaveSpeedFramePackInput,
+        output_model=FramePackOutput,
+        image_fields={"image": "image"},
+        plan=plan_wavespeed_framepack,
+        example={
+            "image": "https://d3gnftk2yhz9lr.wavespeed.ai/media/images/1745337597019716935_RS1XUQMI.jpg",
+            "prompt": "A fierce female warrior swings a long sword with full strength. Her expression is intense "
+            "and focused, and her long hair flows dramatically through the air with the force of her movement",
+            "negative_prompt": "",
+            "aspect_ratio": "16:9",
+            "resolution": "720p",
+            "seed": 0,
+            "num_inference_steps": 25,
+            "num_frames": 180,
+            "guidance_scale": 10,
+            "enable_safety_checker": True,
+        },
+        engine_family="framepack",
+        description="Framepack is an efficient Image-to-video model that autoregressively generates videos.",
+    ),
+]

@@ -1,0 +1,1 @@
+"""Built-in bindings profiles: `default.toml` (real weights) and `tiny.toml` (offline test models)."""
