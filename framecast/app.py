@@ -18,8 +18,7 @@ from framecast.api import files_router, health_router, models_router, queue_rout
 from framecast.api.errors import install_error_handlers
 from framecast.api.openapi import add_endpoint_routes
 from framecast.api.state import AppState
-from framecast.bindings import ModelBinding, describe_source, resolve_bindings
-from framecast.endpoints import build_catalogue
+from framecast.bindings import ModelBinding
 from framecast.inputs.safe_fetch import FetchPolicy
 from framecast.service.catalogue import CatalogueService
 from framecast.service.queue import EndpointReadiness, QueueService
@@ -59,18 +58,10 @@ def create_app(
 
     Raises `BindingsError` when `settings.models` names a bindings file that cannot be used.
     """
-    endpoints = build_catalogue()
-    if bindings is None:
-        bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
     job_store: JobStore = store if store is not None else SqlJobStore(settings.database_url)
     blob_store: BlobStore = blobs if blobs is not None else LocalBlobStore(settings.files_dir)
-    catalogue = CatalogueService(
-        catalogue=endpoints,
-        bindings=bindings,
-        bindings_source=describe_source(settings.models),
-        store=job_store,
-        lease_s=settings.lease_s,
-    )
+    catalogue = CatalogueService.from_settings(settings, store=job_store, bindings=bindings)
+    endpoints = catalogue.catalogue
     queue = QueueService(
         store=job_store,
         blobs=blob_store,

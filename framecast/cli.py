@@ -85,6 +85,7 @@ SERVE_SETTINGS = [
     "log_level",
 ]
 MODELS_SETTINGS = ["data_dir", "db", "models", "device", "lease_s"]
+PULL_SETTINGS = ["data_dir", "models"]
 WORKER_SETTINGS = [
     "data_dir",
     "db",
@@ -132,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_arguments(models, MODELS_SETTINGS)
     models.add_argument("--server", metavar="URL", help="A running Framecast server, e.g. http://gpu1:8000.")
     models.add_argument("--json", action="store_true", help="Print the JSON that GET /models returns.")
+
+    pull = commands.add_parser(
+        "pull",
+        help="Download the weights an endpoint is bound to (or a repo id) into the Hugging Face cache.",
+        description="Needs internet access; serving never downloads. Interrupted downloads resume, and "
+        "files already in the cache are kept. HF_TOKEN is used for gated repos.",
+    )
+    pull.add_argument("target", metavar="ENDPOINT_OR_REPO", help="e.g. fal-ai/wan-i2v, or Wan-AI/Wan2.1-...")
+    _add_settings_arguments(pull, PULL_SETTINGS)
 
     dev = commands.add_parser("dev", help="Developer tools.")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
@@ -261,31 +271,17 @@ def build_tiny_models(directory: Path) -> int:
 
 def catalogue_json(settings: Settings) -> dict[str, Any]:
     """What GET /models answers, computed here from the settings and the job database (if there is one)."""
-    from framecast.bindings import describe_source, resolve_bindings
-    from framecast.endpoints import build_catalogue
     from framecast.service.catalogue import CatalogueService
     from framecast.store.sql_jobs import SqlJobStore
 
-    endpoints = build_catalogue()
-    bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
     database = sqlite_path(settings.database_url)
+    # Looking must not create a database: without one there are simply no workers.
     store = None if database is not None and not database.exists() else SqlJobStore(settings.database_url)
     try:
-        catalogue = CatalogueService(
-            catalogue=endpoints,
-            bindings=bindings,
-            bindings_source=describe_source(settings.models),
-            store=store,
-            lease_s=settings.lease_s,
-        )
-        statuses = catalogue.statuses()
+        return CatalogueService.from_settings(settings, store=store).to_json()
     finally:
         if store is not None:
             store.close()
-    return {
-        "bindings": describe_source(settings.models),
-        "endpoints": [{**status.to_json(), "accepting": status.accepting} for status in statuses],
-    }
 
 
 def sqlite_path(database_url: str) -> Path | None:
@@ -331,6 +327,25 @@ def show_models(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_pull(arguments: argparse.Namespace) -> int:
+    from framecast.bindings import resolve_bindings
+    from framecast.pull import PullError, format_bytes, pull, repo_for
+
+    settings = load_settings(arguments, PULL_SETTINGS)
+    try:
+        repo_id = repo_for(arguments.target, resolve_bindings(settings.models, data_dir=settings.data_dir))
+    except PullError as error:
+        print(f"framecast: {error}", file=sys.stderr)
+        return 2
+    print(f"Pulling {repo_id} into the Hugging Face cache...", file=sys.stderr)
+    report = pull(repo_id)
+    print(
+        f"{report.repo_id}: {report.files} files, {format_bytes(report.size_bytes)} in {report.snapshot} "
+        f"({format_bytes(report.free_bytes)} free on that disk)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -341,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_worker(load_settings(arguments, WORKER_SETTINGS))
         if arguments.command == "models":
             return show_models(arguments)
+        if arguments.command == "pull":
+            return run_pull(arguments)
     except ValidationError as error:
         parser.exit(2, f"framecast: invalid settings:\n{error}\n")
     except BindingsError as error:

@@ -27,6 +27,10 @@ async def health(state: State) -> dict[str, Any]:
                 "state": worker.state,
                 "endpoints": list(worker.endpoint_ids),
                 "error": worker.error,
+                "bindings": {
+                    endpoint_id: {"engine": entry.engine, "state": entry.state, "error": entry.error}
+                    for endpoint_id, entry in worker.endpoints.items()
+                },
             }
             for worker in workers
         ],

@@ -18,19 +18,11 @@ State = Annotated[AppState, Depends(app_state)]
 @router.get("/models")
 async def list_models(request: Request, state: State) -> dict[str, Any]:
     """Every endpoint: the engine and weights bound to it, and whether it takes jobs now (and if not, why)."""
-    statuses = await anyio.to_thread.run_sync(state.catalogue.statuses)
+    catalogue = await anyio.to_thread.run_sync(state.catalogue.to_json)
     base = base_url(request)
-    return {
-        "bindings": state.catalogue.bindings_source,
-        "endpoints": [
-            {
-                **status.to_json(),
-                "accepting": status.accepting,
-                "openapi_url": f"{base}/api/openapi/queue/openapi.json?endpoint_id={status.endpoint_id}",
-            }
-            for status in statuses
-        ],
-    }
+    for entry in catalogue["endpoints"]:
+        entry["openapi_url"] = f"{base}/api/openapi/queue/openapi.json?endpoint_id={entry['endpoint_id']}"
+    return catalogue
 
 
 @router.get("/api/openapi/queue/openapi.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from framecast.endpoints.sizing import video_size
@@ -106,28 +107,25 @@ def plan_wavespeed_framepack(
     return GenerationPlan(generation, notes)
 
 
+FRAMEPACK = EndpointSpec(
+    endpoint_id="fal-ai/framepack",
+    title="FramePack image-to-video",
+    kind="open",
+    input_model=FramePackInput,
+    output_model=FramePackOutput,
+    image_fields={"image_url": "image"},
+    plan=plan_framepack,
+    example=FRAMEPACK_EXAMPLE,
+    engine_family="framepack",
+    description="Framepack is an efficient Image-to-video model that autoregressively generates videos.",
+)
 FRAMEPACK_ENDPOINTS = [
-    EndpointSpec(
-        endpoint_id="fal-ai/framepack",
-        title="FramePack image-to-video",
-        kind="open",
-        input_model=FramePackInput,
-        output_model=FramePackOutput,
-        image_fields={"image_url": "image"},
-        plan=plan_framepack,
-        example=FRAMEPACK_EXAMPLE,
-        engine_family="framepack",
-        description="Framepack is an efficient Image-to-video model that autoregressively generates videos.",
-    ),
-    EndpointSpec(
+    FRAMEPACK,
+    # F1's schema is FramePack's; only the model (forward-only, vanilla sampling) differs.
+    replace(
+        FRAMEPACK,
         endpoint_id="fal-ai/framepack/f1",
         title="FramePack F1 image-to-video",
-        kind="open",
-        input_model=FramePackInput,
-        output_model=FramePackOutput,
-        image_fields={"image_url": "image"},
-        plan=plan_framepack,
-        example=FRAMEPACK_EXAMPLE,
         engine_family="framepack-f1",
         description="FramePack F1: forward-only (vanilla) sampling, one section after another.",
     ),

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from framecast.bindings import ModelBinding
-from framecast.endpoints import EndpointSpec
+from framecast.bindings import ModelBinding, describe_source, resolve_bindings
+from framecast.endpoints import EndpointSpec, build_catalogue
+from framecast.settings import Settings
 from framecast.store.jobs import JobStore, WorkerRecord
 from framecast.weights import missing_weights_reason
 
@@ -43,7 +44,7 @@ class EndpointStatus:
         return self.state in ACCEPTING_STATES
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "accepting": self.accepting}
 
 
 def worker_timeout_s(lease_s: float) -> float:
@@ -66,6 +67,25 @@ class CatalogueService:
         self.bindings_source = bindings_source
         self.store = store
         self.lease_s = lease_s
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, store: JobStore | None, bindings: Sequence[ModelBinding] | None = None
+    ) -> CatalogueService:
+        """The catalogue of `settings.models`. Raises `BindingsError` for an unusable bindings file."""
+        if bindings is None:
+            bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
+        return cls(
+            catalogue=build_catalogue(),
+            bindings=bindings,
+            bindings_source=describe_source(settings.models),
+            store=store,
+            lease_s=settings.lease_s,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """What GET /models answers (without URLs). Reads the store (blocking)."""
+        return {"bindings": self.bindings_source, "endpoints": [status.to_json() for status in self.statuses()]}
 
     def live_workers(self) -> list[WorkerRecord]:
         """Workers with a recent heartbeat; none without a job store (`framecast models` before any serve)."""
