@@ -109,7 +109,14 @@ def test_each_binding_reports_its_own_state(mixed_server: FramecastServer) -> No
     flf2v = models["fal-ai/wan-flf2v"]
     assert flf2v["state"] == "weights_missing" and "not-downloaded" in flf2v["reason"]
     pro = models["fal-ai/wan-pro/image-to-video"]
-    assert pro["state"] == "engine_error" and pro["reason"]
+    assert pro["state"] == "engine_error" and "could not load" in pro["reason"]
+    (worker,) = (mixed_server.health() or {"workers": []})["workers"]
+    assert worker["endpoints"] == ["fal-ai/wan-i2v"], "it claims only what it loaded"
+    assert {key: entry["state"] for key, entry in worker["bindings"].items()} == {
+        "fal-ai/wan-i2v": "ready",
+        "fal-ai/wan-flf2v": "weights_missing",
+        "fal-ai/wan-pro/image-to-video": "engine_error",
+    }
 
     with mixed_server.client() as client:
         refused = client.post(
