@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ class InvalidKeyError(ValueError):
 
 class BlobNotFoundError(KeyError):
     pass
+
+
+def unguessable_name(suffix: str = "") -> str:
+    """A random key segment (128 bits, hex) that `validate_key` always accepts; `suffix` like ".mp4"."""
+    return secrets.token_hex(16) + suffix
 
 
 def validate_key(key: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from framecast.bindings import ModelBinding
-from framecast.store.blobs import BlobStore, blob_reference
+from framecast.store.blobs import BlobStore, blob_reference, unguessable_name
 from framecast.store.jobs import (
     ClaimedJob,
     EventInput,
@@ -244,7 +244,7 @@ class Worker:
                     now=time.time(),
                 )
                 if claimed is not None:
-                    self.run_job(claimed)
+                    self.run_claimed(claimed)
         finally:
             self.stop_event.set()
             if self.engine is not None:
@@ -255,6 +255,22 @@ class Worker:
                 logger.exception("could not deregister worker %s", self.worker_id)
 
     # -- one job ----------------------------------------------------------------------------------
+
+    def run_claimed(self, claimed: ClaimedJob) -> None:
+        """Run one job; a bug in the worker fails that job (fenced) instead of killing the worker."""
+        try:
+            self.run_job(claimed)
+        except Exception as error:
+            request_id = claimed.record.request_id
+            logger.exception("worker error while running %s", request_id)
+            message = f"Framecast worker error: {type(error).__name__}: {error}"
+            try:
+                outcome = error_outcome(500, message, "runner_server_error")
+                self.complete(request_id, claimed.lease_token, outcome, [EventInput(message, "ERROR")])
+            except Exception:
+                logger.exception("could not record the failure of %s; its lease will expire", request_id)
+            # The engine may be mid-job or confused: start from a clean process.
+            self.restart_engine()
 
     def run_job(self, claimed: ClaimedJob) -> None:
         record, token = claimed.record, claimed.lease_token
@@ -364,7 +380,7 @@ class Worker:
             outcome = error_outcome(int(message["status_code"]), message["error"], message["error_type"])
             self.complete(request_id, token, outcome, [EventInput(message["error"], "ERROR")])
             return
-        key = f"outputs/{request_id}/{secrets.token_urlsafe(18)}.mp4"
+        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
         info = self.blobs.put_file(key, Path(message["output_path"]), "video/mp4")
         body: dict[str, Any] = {
             "video": {
