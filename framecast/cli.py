@@ -272,7 +272,7 @@ def build_tiny_models(directory: Path) -> int:
 def catalogue_json(settings: Settings) -> dict[str, Any]:
     """What GET /models answers, computed here from the settings and the job database (if there is one)."""
     from framecast.service.catalogue import CatalogueService
-    from framecast.store.sql_jobs import SqlJobStore
+    from framecast.store.sql_jobs import SqlJobStore, sqlite_path
 
     database = sqlite_path(settings.database_url)
     # Looking must not create a database: without one there are simply no workers.
@@ -282,14 +282,6 @@ def catalogue_json(settings: Settings) -> dict[str, Any]:
     finally:
         if store is not None:
             store.close()
-
-
-def sqlite_path(database_url: str) -> Path | None:
-    """The file of a SQLite URL (None for other databases)."""
-    if not database_url.startswith("sqlite"):
-        return None
-    database = database_url.split(":///", 1)[-1]
-    return Path(database) if database and database != ":memory:" else None
 
 
 def print_catalogue(catalogue: dict[str, Any]) -> None:

@@ -43,66 +43,31 @@ FRAMEPACK_EXAMPLE = {
 }
 
 
-def framepack_generation(
-    *,
-    prompt: str,
-    negative_prompt: str,
-    resolution: str,
-    aspect_ratio: str,
-    num_frames: int,
-    num_inference_steps: int,
-    guidance_scale: float,
-    true_cfg_scale: float,
-    seed: int | None,
-) -> dict[str, Any]:
-    width, height = video_size(resolution, aspect_ratio, None)
-    return {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
+def plan_framepack(
+    request: FramePackInput | WaveSpeedFramePackInput, _images: Mapping[str, ImageDimensions]
+) -> GenerationPlan:
+    """fal's and WaveSpeed's FramePack inputs share their fields; only steps and true CFG differ."""
+    if isinstance(request, WaveSpeedFramePackInput):
+        num_inference_steps, true_cfg_scale = request.num_inference_steps, 1.0
+    else:
+        num_inference_steps, true_cfg_scale = FRAMEPACK_STEPS, request.cfg_scale
+    options: dict[str, Any] = {"true_cfg_scale": true_cfg_scale}
+    if isinstance(request, FramePackFLF2VInput):
+        options["last_image_strength"] = request.strength
+    width, height = video_size(request.resolution, request.aspect_ratio, None)
+    generation = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
         "width": width,
         "height": height,
-        "num_frames": num_frames,
+        "num_frames": request.num_frames,
         "frames_per_second": FRAMEPACK_FRAMES_PER_SECOND,
         "num_inference_steps": num_inference_steps,
         # fal's guidance_scale is FramePack's distilled (embedded) guidance; cfg_scale is true CFG.
-        "guidance_scale": guidance_scale,
-        "seed": choose_seed(seed),
-        "options": {"true_cfg_scale": true_cfg_scale},
+        "guidance_scale": request.guidance_scale,
+        "seed": choose_seed(request.seed),
+        "options": options,
     }
-
-
-def plan_framepack(request: FramePackInput, _images: Mapping[str, ImageDimensions]) -> GenerationPlan:
-    generation = framepack_generation(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        resolution=request.resolution,
-        aspect_ratio=request.aspect_ratio,
-        num_frames=request.num_frames,
-        num_inference_steps=FRAMEPACK_STEPS,
-        guidance_scale=request.guidance_scale,
-        true_cfg_scale=request.cfg_scale,
-        seed=request.seed,
-    )
-    if isinstance(request, FramePackFLF2VInput):
-        generation["options"]["last_image_strength"] = request.strength
-    notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
-    return GenerationPlan(generation, notes)
-
-
-def plan_wavespeed_framepack(
-    request: WaveSpeedFramePackInput, _images: Mapping[str, ImageDimensions]
-) -> GenerationPlan:
-    generation = framepack_generation(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        resolution=request.resolution,
-        aspect_ratio=request.aspect_ratio,
-        num_frames=request.num_frames,
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        true_cfg_scale=1.0,
-        seed=request.seed,
-    )
     notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
     return GenerationPlan(generation, notes)
 
@@ -148,7 +113,7 @@ FRAMEPACK_ENDPOINTS = [
         input_model=WaveSpeedFramePackInput,
         output_model=FramePackOutput,
         image_fields={"image": "image"},
-        plan=plan_wavespeed_framepack,
+        plan=plan_framepack,
         example={
             "image": "https://d3gnftk2yhz9lr.wavespeed.ai/media/images/1745337597019716935_RS1XUQMI.jpg",
             "prompt": "A fierce female warrior swings a long sword with full strength. Her expression is intense "

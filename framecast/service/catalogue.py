@@ -111,6 +111,7 @@ class CatalogueService:
         endpoint_id = spec.endpoint_id
         binding = self.bindings.get(endpoint_id)
         reports = [(worker, worker.endpoints[endpoint_id]) for worker in workers if endpoint_id in worker.endpoints]
+        ready = [report for worker, report in reports if report.state == "ready" and worker.state == "ready"]
 
         def status(
             state: EndpointState,
@@ -129,13 +130,11 @@ class CatalogueService:
                 engine=engine or (binding.engine if binding else None),
                 model=model or (binding.weights if binding else None),
                 device=device or (binding.device if binding else None),
-                workers_ready=ready_count,
+                workers_ready=len(ready),
             )
 
-        ready = [(worker, report) for worker, report in reports if report.state == "ready" and worker.state == "ready"]
-        ready_count = len(ready)
         if ready:
-            _, report = ready[0]
+            report = ready[0]
             return status("ready", None, report.engine, report.weights, report.device)
         loading = [report for _, report in reports if report.state == "loading"]
         if loading:

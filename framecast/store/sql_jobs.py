@@ -120,10 +120,18 @@ START_TIMEOUT_OUTCOME = error_outcome(
 )
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
 def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
-    path = sa.engine.make_url(url).database
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def make(begin_statement: str) -> Engine:
         engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)

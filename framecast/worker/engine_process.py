@@ -160,7 +160,7 @@ class EngineHost:
             self.send(
                 {
                     "type": "failed",
-                    "error": f"{type(error).__name__}: {error}",
+                    "error": describe_error(error),
                     "error_type": "internal_server_error",
                     "status_code": 500,
                 }
