@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from framecast.engines.names import ENGINE_NAMES, ENGINE_OPTIONS, WEIGHT_OPTION_KEYS, parse_engine_options
+
 PROFILES = ("default", "tiny")
 DATA_DIR_VARIABLE = "${data_dir}"
 # A Hugging Face repo id: "owner/name", each part made of letters, digits, '-', '_' and '.'.
@@ -127,10 +129,13 @@ def load_bindings_file(
         dtype = entry.dtype or parsed.defaults.dtype
         if dtype not in DTYPES:
             problems.append(f"endpoints.{endpoint_id!r}.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-        weights = entry.weights.replace(DATA_DIR_VARIABLE, str(data_dir))
-        if is_local_path(weights):
-            local = Path(weights).expanduser()
-            weights = str(local if local.is_absolute() else (path.parent / local).resolve())
+        weights = _resolve_weights(entry.weights, data_dir=data_dir, base=path.parent)
+        options = dict(entry.options)
+        if known_engines is not None and entry.engine in known_engines:
+            problems.extend(_option_problems(endpoint_id, entry.engine, options))
+        for key in WEIGHT_OPTION_KEYS:
+            if isinstance(options.get(key), str):
+                options[key] = _resolve_weights(options[key], data_dir=data_dir, base=path.parent)
         bindings.append(
             ModelBinding(
                 endpoint_id=endpoint_id,
@@ -139,12 +144,40 @@ def load_bindings_file(
                 device=entry.device or parsed.defaults.device,
                 dtype=dtype,
                 render_scale=entry.render_scale or 1.0,
-                options=entry.options,
+                options=options,
             )
         )
     if problems:
         raise BindingsError(f"{path}: " + "; ".join(problems))
     return bindings
+
+
+def _resolve_weights(weights: str, *, data_dir: Path, base: Path) -> str:
+    """`${data_dir}` substituted; a local path made absolute (relative to `base`, the file's directory)."""
+    weights = weights.replace(DATA_DIR_VARIABLE, str(data_dir))
+    if is_local_path(weights):
+        local = Path(weights).expanduser()
+        return str(local if local.is_absolute() else (base / local).resolve())
+    return weights
+
+
+def _option_problems(endpoint_id: str, engine: str, options: dict[str, Any]) -> list[str]:
+    try:
+        parse_engine_options(engine, options)
+    except ValidationError as error:
+        return [
+            f"endpoints.{endpoint_id!r}.options{''.join(f'.{part}' for part in e['loc'])}: {e['msg']}"
+            for e in error.errors()
+        ]
+    return []
+
+
+def weight_sources(binding: ModelBinding) -> dict[str, str]:
+    """Every weights source of `binding`: {"pipeline": weights, component: source...} (repo ids or dirs)."""
+    sources = {"pipeline": binding.weights}
+    if binding.engine in ENGINE_OPTIONS:
+        sources.update(parse_engine_options(binding.engine, binding.options).weight_sources())
+    return sources
 
 
 def resolve_bindings(models: str, *, data_dir: Path, device: str | None = None) -> list[ModelBinding]:
@@ -154,7 +187,6 @@ def resolve_bindings(models: str, *, data_dir: Path, device: str | None = None) 
     overrides every binding's device. Raises `BindingsError`.
     """
     from framecast.endpoints import build_catalogue
-    from framecast.engines.names import ENGINE_NAMES
 
     path = profile_path(models) if models in PROFILES else Path(models).expanduser()
     if models not in PROFILES and not path.is_file():

@@ -69,6 +69,7 @@ SERVE_SETTINGS = [
     "models",
     "device",
     "torch_threads",
+    "safety_checker",
     "lease_s",
     "max_attempts",
     "cancel_grace_s",
@@ -92,6 +93,7 @@ WORKER_SETTINGS = [
     "models",
     "device",
     "torch_threads",
+    "safety_checker",
     "lease_s",
     "cancel_grace_s",
     "poll_interval_s",
@@ -243,6 +245,7 @@ def run_worker(settings: Settings) -> int:
             max_image_pixels=settings.max_image_pixels,
             tmp_dir=settings.tmp_dir,
             torch_threads=settings.torch_threads,
+            safety_checker=settings.safety_checker,
         ),
     )
 
@@ -321,20 +324,25 @@ def show_models(arguments: argparse.Namespace) -> int:
 
 def run_pull(arguments: argparse.Namespace) -> int:
     from framecast.bindings import resolve_bindings
-    from framecast.pull import PullError, format_bytes, pull, repo_for
+    from framecast.pull import PullError, format_bytes, pull, pull_plan
 
     settings = load_settings(arguments, PULL_SETTINGS)
     try:
-        repo_id = repo_for(arguments.target, resolve_bindings(settings.models, data_dir=settings.data_dir))
+        items = pull_plan(arguments.target, resolve_bindings(settings.models, data_dir=settings.data_dir))
     except PullError as error:
         print(f"framecast: {error}", file=sys.stderr)
         return 2
-    print(f"Pulling {repo_id} into the Hugging Face cache...", file=sys.stderr)
-    report = pull(repo_id)
-    print(
-        f"{report.repo_id}: {report.files} files, {format_bytes(report.size_bytes)} in {report.snapshot} "
-        f"({format_bytes(report.free_bytes)} free on that disk)"
-    )
+    total_bytes = 0
+    for item in items:
+        print(f"Pulling {item.repo_id} into the Hugging Face cache...", file=sys.stderr)
+        report = pull(item)
+        total_bytes += report.size_bytes
+        print(
+            f"{report.repo_id}: {report.files} files, {format_bytes(report.size_bytes)} in {report.snapshot} "
+            f"({format_bytes(report.free_bytes)} free on that disk)"
+        )
+    if len(items) > 1:
+        print(f"{arguments.target}: {len(items)} repositories, {format_bytes(total_bytes)} in all")
     return 0
 
 

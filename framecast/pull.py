@@ -11,11 +11,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast.bindings import REPO_ID, ModelBinding
+from framecast.bindings import REPO_ID, ModelBinding, is_local_path, weight_sources
 
 
 class PullError(Exception):
     """Nothing can be pulled for the target; the message says why."""
+
+
+@dataclass(frozen=True)
+class PullItem:
+    """One repository to fetch; the patterns narrow it to what the binding loads from it."""
+
+    repo_id: str
+    allow_patterns: tuple[str, ...] | None = None
+    ignore_patterns: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -27,19 +36,35 @@ class PullReport:
     free_bytes: int
 
 
-def repo_for(target: str, bindings: list[ModelBinding]) -> str:
-    """The repo id to fetch for `target`: a bound endpoint id, or a repo id itself. Raises `PullError`."""
+def pull_plan(target: str, bindings: list[ModelBinding]) -> list[PullItem]:
+    """What to fetch for `target`: every repo a bound endpoint loads, or a repo id itself. Raises `PullError`.
+
+    A FramePack binding loads its transformer and image encoder from their own
+    repos; the pipeline repo's own transformer is then skipped (25 GB for HunyuanVideo).
+    """
     bound = {binding.endpoint_id: binding for binding in bindings}
     if target in bound:
         binding = bound[target]
-        if binding.weights_are_local:
+        sources = weight_sources(binding)
+        items: list[PullItem] = []
+        for role, source in sources.items():
+            if is_local_path(source):
+                continue
+            if role == "pipeline":
+                skipped = tuple(f"{component}/*" for component in sources if component != "pipeline")
+                items.append(PullItem(source, ignore_patterns=skipped or None))
+            elif role == "image_encoder":
+                items.append(PullItem(source, allow_patterns=("image_encoder/*", "feature_extractor/*")))
+            else:
+                items.append(PullItem(source))
+        if not items:
             raise PullError(
                 f"{target} is bound to the local directory {binding.weights}; there is nothing to pull. "
                 "Bind it to a Hugging Face repo id to pull, or copy the pipeline there."
             )
-        return binding.weights
+        return items
     if "/" in target and REPO_ID.match(target) and not target.startswith(("fal-ai/", "wavespeed-ai/")):
-        return target
+        return [PullItem(target)]
     raise PullError(
         f"{target!r} is neither an endpoint bound in these bindings ({', '.join(sorted(bound)) or 'none'}) "
         "nor a Hugging Face repo id (owner/name)"
@@ -52,11 +77,18 @@ def tree_size(directory: Path) -> tuple[int, int]:
     return len(files), sum(path.stat().st_size for path in files)
 
 
-def pull(repo_id: str) -> PullReport:
-    """Download `repo_id` (resuming) into the Hugging Face cache. Raises huggingface_hub's errors."""
+def pull(item: PullItem) -> PullReport:
+    """Download `item` (resuming) into the Hugging Face cache. Raises huggingface_hub's errors."""
     from huggingface_hub import snapshot_download
 
-    snapshot = Path(snapshot_download(repo_id))
+    snapshot = Path(
+        snapshot_download(
+            item.repo_id,
+            allow_patterns=list(item.allow_patterns) if item.allow_patterns else None,
+            ignore_patterns=list(item.ignore_patterns) if item.ignore_patterns else None,
+        )
+    )
+    repo_id = item.repo_id
     files, size_bytes = tree_size(snapshot)
     return PullReport(
         repo_id=repo_id,

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads per engine process (torch.set_num_threads). Default: torch's choice."
     )
 
+    safety_checker: str | None = Field(
+        None,
+        description="MODULE:FACTORY of the output safety checker that requests with enable_safety_checker "
+        "use (docs/engines.md#safety-checker). Default: none; such requests then log that nothing was checked.",
+    )
+
     lease_s: float = Field(30.0, gt=0, description="A claimed job's lease; a worker silent this long loses it.")
     max_attempts: int = Field(3, ge=1, description="Times a job is started before a lost worker fails it.")
     cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled model gets to stop before SIGKILL.")

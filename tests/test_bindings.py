@@ -4,9 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from framecast.bindings import PROFILES, BindingsError, load_bindings_file, profile_path, resolve_bindings
+from framecast.bindings import (
+    PROFILES,
+    BindingsError,
+    load_bindings_file,
+    profile_path,
+    resolve_bindings,
+    weight_sources,
+)
 from framecast.endpoints import build_catalogue
 from framecast.engines.names import ENGINE_NAMES
+from framecast.engines.tiny_models import RECIPES
 
 
 def write(path: Path, text: str) -> Path:
@@ -24,10 +32,60 @@ def test_shipped_profiles_load(profile: str, tmp_path: Path) -> None:
     assert profile_path(profile).is_file()
 
 
-def test_tiny_profile_points_into_the_data_dir(tmp_path: Path) -> None:
-    (binding,) = resolve_bindings("tiny", data_dir=tmp_path)
-    assert binding.weights == str(tmp_path / "models" / "tiny" / "wan21_i2v")
-    assert (binding.device, binding.dtype, binding.render_scale) == ("cpu", "float32", 0.125)
+def test_tiny_profile_binds_every_open_endpoint_into_the_data_dir(tmp_path: Path) -> None:
+    bindings = {binding.endpoint_id: binding for binding in resolve_bindings("tiny", data_dir=tmp_path)}
+    open_endpoints = {endpoint_id for endpoint_id, spec in build_catalogue().items() if spec.kind == "open"}
+    assert set(bindings) == open_endpoints
+    tiny_dir = tmp_path / "models" / "tiny"
+    # Every tiny recipe serves some endpoint, and every binding points at a recipe's directory.
+    assert {Path(binding.weights) for binding in bindings.values()} == {tiny_dir / name for name in RECIPES}
+    wan = bindings["fal-ai/wan-i2v"]
+    assert wan.weights == str(tiny_dir / "wan21_i2v")
+    assert (wan.device, wan.dtype, wan.render_scale) == ("cpu", "float32", 0.125)
+    assert all(binding.device == "cpu" and binding.render_scale < 1 for binding in bindings.values())
+
+
+def test_default_profile_binds_every_open_endpoint_to_hub_weights(tmp_path: Path) -> None:
+    bindings = resolve_bindings("default", data_dir=tmp_path)
+    open_endpoints = {endpoint_id for endpoint_id, spec in build_catalogue().items() if spec.kind == "open"}
+    assert {binding.endpoint_id for binding in bindings} == open_endpoints
+    framepack = next(binding for binding in bindings if binding.endpoint_id == "fal-ai/framepack")
+    assert weight_sources(framepack) == {
+        "pipeline": "hunyuanvideo-community/HunyuanVideo",
+        "transformer": "lllyasviel/FramePackI2V_HY",
+        "image_encoder": "lllyasviel/flux_redux_bfl",
+    }
+
+
+def test_engine_options_are_checked_and_weight_options_resolve_like_weights(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "bindings.toml",
+        """
+[endpoints."fal-ai/framepack"]
+engine = "diffusers-framepack"
+weights = "./hunyuan"
+options = { transformer = "${data_dir}/fp", image_encoder = "owner/redux", latent_window_size = 5 }
+
+[endpoints."fal-ai/wan-i2v"]
+engine = "diffusers-wan-i2v"
+weights = "a/b"
+options = { memory = "lots", colour = "red" }
+""",
+    )
+    with pytest.raises(BindingsError) as caught:
+        load_bindings_file(path, data_dir=tmp_path / "data", known_engines=set(ENGINE_NAMES))
+    message = str(caught.value)
+    assert "endpoints.'fal-ai/wan-i2v'.options.memory" in message
+    assert "endpoints.'fal-ai/wan-i2v'.options.colour" in message
+    assert "fal-ai/framepack" not in message
+    path.write_text(path.read_text().split('[endpoints."fal-ai/wan-i2v"]')[0])
+    (binding,) = load_bindings_file(path, data_dir=tmp_path / "data", known_engines=set(ENGINE_NAMES))
+    assert binding.weights == str(tmp_path / "hunyuan")
+    assert binding.options == {
+        "transformer": str(tmp_path / "data" / "fp"),
+        "image_encoder": "owner/redux",
+        "latent_window_size": 5,
+    }
 
 
 def test_a_bindings_file_with_defaults_paths_and_options(tmp_path: Path) -> None:

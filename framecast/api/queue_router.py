@@ -37,7 +37,7 @@ def _check_app(record_endpoint: str, app: str) -> bool:
 async def get_status(
     request: Request, state: State, app: str, request_id: str, logs: str | None = LOGS_QUERY
 ) -> JSONResponse:
-    view = await state.queue.status(request_id, with_logs=parse_flag(logs, name="logs"))
+    view = await state.queue.status(request_id, with_logs=parse_flag(logs, name="logs"), base_url=base_url(request))
     if not _check_app(view.record.endpoint_id, app):
         return JSONResponse({"detail": "Request not found"}, status_code=404)
     code = 200 if view.record.status is JobStatus.COMPLETED else 202
@@ -54,7 +54,8 @@ async def stream_status(
 ) -> StreamingResponse:
     """Server-sent events: one `data:` status object per change, keep-alive comments, closed after COMPLETED."""
     with_logs = parse_flag(logs, name="logs")
-    first = await state.queue.status(request_id, with_logs=with_logs)
+    files_base = base_url(request)
+    first = await state.queue.status(request_id, with_logs=with_logs, base_url=files_base)
     if not _check_app(first.record.endpoint_id, app):
         return StreamingResponse(iter(()), status_code=404)
     settings = state.settings
@@ -78,7 +79,7 @@ async def stream_status(
             if await request.is_disconnected():
                 return
             await asyncio.sleep(settings.poll_interval_s)
-            view = await state.queue.status(request_id, with_logs=with_logs)
+            view = await state.queue.status(request_id, with_logs=with_logs, base_url=files_base)
 
     return StreamingResponse(
         events(),

@@ -17,7 +17,6 @@ from framecast.endpoints.spec import (
     GenerationPlan,
     ImageDimensions,
     choose_seed,
-    safety_checker_note,
     unknown_field_notes,
     unsupported_option_note,
 )
@@ -116,7 +115,7 @@ def plan_seedance(request: SeedanceImageToVideoInput, images: Mapping[str, Image
         num_frames=request.num_frames,
         seed=request.seed,
     )
-    notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
+    notes = unknown_field_notes(request)
     if request.camera_fixed:
         notes.append(unsupported_option_note("camera_fixed", True, "the engine has no camera lock; not enforced"))
     return GenerationPlan(generation, notes)

@@ -12,7 +12,6 @@ from framecast.endpoints.spec import (
     GenerationPlan,
     ImageDimensions,
     choose_seed,
-    safety_checker_note,
     unknown_field_notes,
 )
 from framecast.schemas.framepack import (
@@ -68,7 +67,7 @@ def plan_framepack(
         "seed": choose_seed(request.seed),
         "options": options,
     }
-    notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
+    notes = unknown_field_notes(request)
     return GenerationPlan(generation, notes)
 
 

@@ -10,7 +10,6 @@ from framecast.endpoints.spec import (
     GenerationPlan,
     ImageDimensions,
     choose_seed,
-    safety_checker_note,
     unknown_field_notes,
 )
 from framecast.schemas.magi import MagiImageToVideoInput, MagiOutput
@@ -31,7 +30,7 @@ def plan_magi(request: MagiImageToVideoInput, images: Mapping[str, ImageDimensio
             "num_inference_steps": int(request.num_inference_steps),
             "seed": choose_seed(request.seed),
         },
-        notes=unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker),
+        notes=unknown_field_notes(request),
     )
 
 

@@ -55,6 +55,19 @@ class EndpointSpec:
     engine_family: str
     description: str = ""
 
+    def plan_generation(self, request: BaseModel, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+        """The endpoint's plan, plus what every engine run needs to know whatever the endpoint.
+
+        `enable_safety_checker` travels to the worker, which runs the configured checker or logs that
+        none is configured; it is never reported as checked when it was not.
+        """
+        planned = self.plan(request, images)
+        enabled = getattr(request, "enable_safety_checker", None)
+        if enabled is None:
+            return planned
+        options = {**planned.generation.get("options", {}), "enable_safety_checker": bool(enabled)}
+        return GenerationPlan({**planned.generation, "options": options}, planned.notes)
+
     @property
     def output_has_seed(self) -> bool:
         """Whether the documented output carries `seed` (otherwise it is only in `metadata`)."""
@@ -78,9 +91,3 @@ def unknown_field_notes(request: BaseModel) -> list[str]:
 def unsupported_option_note(name: str, value: Any, consequence: str) -> str:
     """A log line for an option that this server cannot honour: never dropped silently."""
     return f"{name}={value!r}: {consequence}"
-
-
-def safety_checker_note(enabled: bool) -> list[str]:
-    if not enabled:
-        return []
-    return [unsupported_option_note("enable_safety_checker", True, "no safety checker is configured; NOT checked")]

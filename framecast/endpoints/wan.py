@@ -10,7 +10,6 @@ from framecast.endpoints.spec import (
     GenerationPlan,
     ImageDimensions,
     choose_seed,
-    safety_checker_note,
     unknown_field_notes,
     unsupported_option_note,
 )
@@ -32,17 +31,11 @@ WAN_PRO_STEPS = 40
 
 
 def wan_notes(request: WanInputBase) -> list[str]:
-    notes = unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker)
+    notes = unknown_field_notes(request)
     if request.enable_prompt_expansion:
         notes.append(
             unsupported_option_note(
                 "enable_prompt_expansion", True, "no prompt-expansion model is configured; the prompt is used as given"
-            )
-        )
-    if request.acceleration != "none":
-        notes.append(
-            unsupported_option_note(
-                "acceleration", request.acceleration, "step caching is not available for this engine yet"
             )
         )
     return notes
@@ -63,6 +56,8 @@ def plan_wan(request: WanInputBase, images: Mapping[str, ImageDimensions]) -> Ge
             "guidance_scale": request.guide_scale,
             "shift": request.shift,
             "seed": choose_seed(request.seed),
+            # "none", "regular" or "high": the engine's step cache (docs/engines.md#step-caching).
+            "options": {"acceleration": request.acceleration},
         },
         notes=wan_notes(request),
     )
@@ -81,7 +76,7 @@ def plan_wan_pro(request: WanProI2VInput, images: Mapping[str, ImageDimensions])
             "num_inference_steps": WAN_PRO_STEPS,
             "seed": choose_seed(request.seed),
         },
-        notes=unknown_field_notes(request) + safety_checker_note(request.enable_safety_checker),
+        notes=unknown_field_notes(request),
     )
 
 

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+Frames = npt.NDArray[np.uint8]  # (frames, height, width, 3), RGB
+
 
 class GenerationCancelled(Exception):
-    """Raised inside `generate` when the job was cancelled between two steps."""
+    """Raised inside `generate` when the job was cancelled between two steps.
+
+    `partial` holds the frames finished before the cancel (engines that make video section by
+    section), or None when nothing was finished.
+    """
+
+    def __init__(self, message: str = "cancelled", *, partial: Section | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class EngineError(Exception):
@@ -71,12 +81,27 @@ class Progress:
         return self.elapsed_s / self.step * (self.total_steps - self.step)
 
 
+@dataclass(frozen=True)
+class Section:
+    """The video so far, after `index` of `total` sections (FramePack makes video section by section).
+
+    `frames` are uint8 RGB (N, H, W, 3) in playback order. `placement` says where they sit
+    in the final video: "start" (sections go forwards) or "end" (FramePack's inverted sampling
+    makes the end first).
+    """
+
+    index: int
+    total: int
+    frames: Frames
+    frames_per_second: int
+    placement: Literal["start", "end"]
+
+
 # Called after every denoising step. It raises `GenerationCancelled` when the job
 # was cancelled, so engines stop there without checking anything themselves.
 ProgressCallback = Callable[[Progress], None]
 LogCallback = Callable[[str], None]
-
-Frames = npt.NDArray[np.uint8]  # (frames, height, width, 3), RGB
+SectionCallback = Callable[["Section"], None]
 
 
 @dataclass(frozen=True)
@@ -91,11 +116,20 @@ class GenerationResult:
 class Engine(Protocol):
     """A model engine. Implementations own torch; nothing else does."""
 
-    name: str
+    name: ClassVar[str]
 
     def load(self) -> None:
         """Load weights once. Raises `EngineError` with a fix-it message when weights are missing."""
 
-    def generate(self, request: GenerationRequest, on_progress: ProgressCallback, log: LogCallback) -> GenerationResult:
-        """Run one generation. Raises `GenerationCancelled` (from `on_progress`) or `EngineError`."""
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback,
+        log: LogCallback,
+        on_section: SectionCallback | None = None,
+    ) -> GenerationResult:
+        """Run one generation. Raises `GenerationCancelled` (from `on_progress`) or `EngineError`.
+
+        Engines that make video in sections call `on_section` after each one.
+        """
         ...

@@ -8,15 +8,28 @@ from framecast.engines.names import ENGINE_NAMES
 
 
 def build_engine(binding: ModelBinding) -> Engine:
-    """Raises `EngineError` for an engine name this build does not have."""
-    if binding.engine == "diffusers-wan-i2v":
-        from framecast.engines.wan import WanImageToVideoEngine
+    """Raises `EngineError` for an engine name this build does not have, or invalid settings."""
+    from framecast.engines.diffusers_engine import DiffusersEngine
+    from framecast.engines.framepack import FramePackEngine, FramePackF1Engine
+    from framecast.engines.skyreels import SkyReelsDiffusionForcingEngine
+    from framecast.engines.stable_video import StableVideoEngine
+    from framecast.engines.wan import WanImageToVideoEngine
 
-        return WanImageToVideoEngine(
-            weights=binding.weights,
-            device=binding.device,
-            dtype=binding.dtype,
-            render_scale=binding.render_scale,
-            options=binding.options,
-        )
-    raise EngineError(f"unknown engine {binding.engine!r}; available: {', '.join(ENGINE_NAMES)}")
+    engines: list[type[DiffusersEngine]] = [
+        WanImageToVideoEngine,
+        FramePackEngine,
+        FramePackF1Engine,
+        StableVideoEngine,
+        SkyReelsDiffusionForcingEngine,
+    ]
+    by_name = {engine.name: engine for engine in engines}
+    engine_class = by_name.get(binding.engine)
+    if engine_class is None:
+        raise EngineError(f"unknown engine {binding.engine!r}; available: {', '.join(ENGINE_NAMES)}")
+    return engine_class(
+        weights=binding.weights,
+        device=binding.device,
+        dtype=binding.dtype,
+        render_scale=binding.render_scale,
+        options=binding.options,
+    )

@@ -8,10 +8,11 @@ event loop keeps serving pollers.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -140,7 +141,9 @@ class QueueService:
 
         images = await self._resolve_images(spec, request)
         request_id = str(uuid.uuid4())
-        plan = spec.plan(request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()})
+        plan = spec.plan_generation(
+            request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()}
+        )
 
         stored: list[str] = []
         try:
@@ -219,13 +222,16 @@ class QueueService:
         """Requests ahead of `record` (0 unless it is IN_QUEUE)."""
         return await self._call(self.store.queue_position, record) if record.status is JobStatus.IN_QUEUE else 0
 
-    async def status(self, request_id: str, *, with_logs: bool) -> StatusView:
-        """Raises `RequestNotFoundError`."""
+    async def status(self, request_id: str, *, with_logs: bool, base_url: str) -> StatusView:
+        """Raises `RequestNotFoundError`. Blob references in logs and progress (previews) become URLs."""
         record = await self.get(request_id)
         position = await self.queue_position(record)
         logs = None
         if with_logs:
-            logs = await self._call(self.store.list_events, request_id, limit=self.max_status_logs)
+            events = await self._call(self.store.list_events, request_id, limit=self.max_status_logs)
+            logs = [replace(event, message=self.render_text(event.message, base_url=base_url)) for event in events]
+        if record.progress is not None:
+            record = replace(record, progress=self.render(record.progress, base_url=base_url))
         return StatusView(record=record, queue_position=position, logs=logs)
 
     async def cancel(self, request_id: str) -> CancelOutcome:
@@ -246,6 +252,12 @@ class QueueService:
                 return record
             await asyncio.sleep(poll_interval_s)
 
+    def render_text(self, text: str, *, base_url: str) -> str:
+        """Blob references inside free text (a log line linking a preview) replaced with URLs."""
+        if BLOB_SCHEME not in text:
+            return text
+        return BLOB_REFERENCE.sub(lambda match: self.blobs.url_for(match.group(1), base_url=base_url), text)
+
     def render(self, body: Any, *, base_url: str) -> Any:
         """Replace blob references with absolute download URLs."""
         if isinstance(body, str) and body.startswith(BLOB_SCHEME):
@@ -255,6 +267,9 @@ class QueueService:
         if isinstance(body, list):
             return [self.render(value, base_url=base_url) for value in body]
         return body
+
+
+BLOB_REFERENCE = re.compile(re.escape(BLOB_SCHEME) + r"([A-Za-z0-9._/-]+)")
 
 
 def _shorten(value: Any, limit: int = 200) -> Any:

@@ -9,11 +9,13 @@ plain dicts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -21,7 +23,16 @@ from types import FrameType
 from typing import Any
 
 from framecast.bindings import ModelBinding
-from framecast.engines.base import Engine, EngineError, GenerationCancelled, GenerationRequest, Progress
+from framecast.engines.base import (
+    Engine,
+    EngineError,
+    Frames,
+    GenerationCancelled,
+    GenerationRequest,
+    Progress,
+    Section,
+)
+from framecast.engines.safety import SafetyChecker, load_safety_checker
 from framecast.worker.linux import die_with_parent
 
 # Test-only faults (`--test-faults`): "raise_at_step=N", "exit_at_step=N", "block_at_step=N",
@@ -29,11 +40,23 @@ from framecast.worker.linux import die_with_parent
 FAULT_BLOCK_LIMIT_S = 300.0
 
 
+# Previews are watched, not kept: a faster, lossier encode than the result's.
+PREVIEW_CRF = 26
+
+
 class EngineHost:
-    def __init__(self, connection: Connection, bindings: list[ModelBinding], max_image_pixels: int) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        bindings: list[ModelBinding],
+        max_image_pixels: int,
+        safety_checker: str | None = None,
+    ) -> None:
         self.connection = connection
         self.bindings = {binding.endpoint_id: binding for binding in bindings}
         self.max_image_pixels = max_image_pixels
+        self.safety_checker_spec = safety_checker
+        self.safety_checker: SafetyChecker | None = None
         self.engines: dict[str, Engine] = {}
         self.cancelled = False
 
@@ -51,10 +74,18 @@ class EngineHost:
         from framecast.engines.factory import build_engine
 
         failures: dict[str, str] = {}
-        # One engine object per distinct (engine, weights, device): endpoints may share weights.
-        shared: dict[tuple[str, str, str, str, float], Engine | str] = {}
+        if self.safety_checker_spec:
+            try:
+                self.safety_checker = load_safety_checker(self.safety_checker_spec)
+            except Exception as error:
+                # Serving without the checker the operator asked for would be silently unsafe.
+                traceback.print_exc(file=sys.stderr)
+                reason = f"the safety checker could not be loaded: {describe_error(error)}"
+                return {endpoint_id: reason for endpoint_id in self.bindings}
+        # One engine object per distinct binding (less the endpoint): endpoints may share a loaded model.
+        shared: dict[str, Engine | str] = {}
         for endpoint_id, binding in self.bindings.items():
-            identity = (binding.engine, binding.weights, binding.device, binding.dtype, binding.render_scale)
+            identity = json.dumps({**asdict(binding), "endpoint_id": None}, sort_keys=True, default=str)
             if identity not in shared:
                 started = time.monotonic()
                 try:
@@ -81,7 +112,6 @@ class EngineHost:
         return failures
 
     def run(self, message: dict[str, Any]) -> None:
-        from framecast.engines.video import encode_mp4
         from framecast.inputs.images import load_image
 
         self.cancelled = False
@@ -100,6 +130,7 @@ class EngineHost:
             return
         request = GenerationRequest(image=images["image"], last_image=images.get("last_image"), **generation)
         fault = parse_fault(message.get("test_fault"), attempt=int(message.get("attempt", 1)))
+        output_path = Path(message["output_path"])
         started = time.monotonic()
 
         def on_progress(progress: Progress) -> None:
@@ -117,17 +148,25 @@ class EngineHost:
             if self.cancelled:
                 raise GenerationCancelled()
 
-        def log(line: str) -> None:
-            self.send({"type": "log", "level": "INFO", "message": line})
+        def log(line: str, level: str = "INFO") -> None:
+            self.send({"type": "log", "level": level, "message": line})
+
+        def on_section(section: Section) -> None:
+            path = output_path.with_name(f"{output_path.stem}-section{section.index}.mp4")
+            self.encode(section.frames, section.frames_per_second, path, crf=PREVIEW_CRF)
+            self.send({"type": "preview", "path": str(path), **section_facts(section)})
 
         try:
-            result = engine.generate(request, on_progress, log)
+            result = engine.generate(request, on_progress, log, on_section)
             frames = result.frames[:num_frames]
             if len(frames) < num_frames:
                 log(f"The model returned {len(frames)} frames; {num_frames} were asked for")
+            verdict = self.check_safety(request, frames, log)
+            if verdict is not None:
+                self.send({"type": "failed", "status_code": 422, "error_type": "content_policy_violation", **verdict})
+                return
             encode_started = time.monotonic()
-            output_path = Path(message["output_path"])
-            encode_mp4(frames, frames_per_second=result.frames_per_second, path=output_path)
+            self.encode(frames, result.frames_per_second, output_path)
             self.send(
                 {
                     "type": "done",
@@ -144,8 +183,13 @@ class EngineHost:
                     "encode_time_s": time.monotonic() - encode_started,
                 }
             )
-        except GenerationCancelled:
-            self.send({"type": "cancelled"})
+        except GenerationCancelled as cancelled:
+            reply: dict[str, Any] = {"type": "cancelled"}
+            if cancelled.partial is not None:
+                # What was finished is kept: the user paid for it, and it shows where the video was going.
+                self.encode(cancelled.partial.frames, cancelled.partial.frames_per_second, output_path)
+                reply["partial"] = {"output_path": str(output_path), **section_facts(cancelled.partial)}
+            self.send(reply)
         except EngineError as error:
             self.send(
                 {
@@ -165,6 +209,32 @@ class EngineHost:
                     "status_code": 500,
                 }
             )
+
+    @staticmethod
+    def encode(frames: Frames, frames_per_second: int, path: Path, crf: int = 18) -> None:
+        from framecast.engines.video import encode_mp4
+
+        encode_mp4(frames, frames_per_second=frames_per_second, path=path, crf=crf)
+
+    def check_safety(
+        self, request: GenerationRequest, frames: Frames, log: Callable[[str, str], None]
+    ) -> dict[str, str] | None:
+        """None to go on; otherwise the failure's error fields. Never claims a check that did not run."""
+        if not request.options.get("enable_safety_checker"):
+            return None
+        if self.safety_checker is None:
+            log(
+                "enable_safety_checker=true, but this server has no safety checker configured "
+                "(--safety-checker); the output was NOT checked",
+                "WARN",
+            )
+            return None
+        verdict = self.safety_checker.check(frames, request.prompt)
+        if verdict.flagged:
+            reason = verdict.reason or "no reason given"
+            return {"error": f"The safety checker {self.safety_checker.name} flagged the output: {reason}"}
+        log(f"Safety checker {self.safety_checker.name}: passed", "INFO")
+        return None
 
     def apply_fault(self, kind: str, step: int) -> None:
         if kind == "raise":
@@ -199,6 +269,7 @@ def engine_process_main(
     max_image_pixels: int,
     parent_pid: int,
     torch_threads: int | None = None,
+    safety_checker: str | None = None,
 ) -> None:
     """Entry point of the spawned engine process."""
     die_with_parent(parent_pid)
@@ -211,7 +282,7 @@ def engine_process_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    host = EngineHost(connection, [ModelBinding(**binding) for binding in bindings], max_image_pixels)
+    host = EngineHost(connection, [ModelBinding(**binding) for binding in bindings], max_image_pixels, safety_checker)
     signal.signal(signal.SIGUSR1, host.on_cancel_signal)
     failures = host.load()
     connection.send({"type": "ready", "endpoints": sorted(host.engines), "failures": failures})
@@ -224,6 +295,15 @@ def engine_process_main(
             host.run(message)
         elif message.get("type") == "stop":
             return
+
+
+def section_facts(section: Section) -> dict[str, Any]:
+    return {
+        "section": section.index,
+        "sections": section.total,
+        "num_frames": int(section.frames.shape[0]),
+        "placement": section.placement,
+    }
 
 
 def describe_error(error: Exception) -> str:

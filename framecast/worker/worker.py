@@ -39,6 +39,8 @@ from framecast.worker.identity import make_worker_id
 logger = logging.getLogger("framecast.worker")
 
 EVENT_FLUSH_S = 0.25
+# What a section preview (and a cancelled job's partial output) says about itself.
+PREVIEW_FIELDS = ("section", "sections", "num_frames", "placement")
 # Queue-to-start latency of an idle worker; a read-only query, so polling this often is cheap.
 IDLE_POLL_S = 0.02
 
@@ -55,6 +57,8 @@ class WorkerConfig:
     max_image_pixels: int
     tmp_dir: Path
     torch_threads: int | None = None
+    # MODULE:FACTORY of the output safety checker (framecast.engines.safety), loaded by the engine process.
+    safety_checker: str | None = None
 
     @property
     def lease_check_s(self) -> float:
@@ -65,7 +69,13 @@ class WorkerConfig:
 class EngineProcess:
     """The spawned process that owns torch; restarted whenever it dies or is killed."""
 
-    def __init__(self, bindings: list[ModelBinding], max_image_pixels: int, torch_threads: int | None) -> None:
+    def __init__(
+        self,
+        bindings: list[ModelBinding],
+        max_image_pixels: int,
+        torch_threads: int | None,
+        safety_checker: str | None = None,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child_connection = context.Pipe()
         self.process = context.Process(
@@ -76,6 +86,7 @@ class EngineProcess:
                 max_image_pixels,
                 os.getpid(),
                 torch_threads,
+                safety_checker,
             ),
             name="framecast-engine",
             daemon=True,
@@ -187,7 +198,9 @@ class Worker:
         self.report()
         if not usable:
             return self.fail_start("no bound endpoint has its weights on this machine")
-        self.engine = EngineProcess(usable, self.config.max_image_pixels, self.config.torch_threads)
+        self.engine = EngineProcess(
+            usable, self.config.max_image_pixels, self.config.torch_threads, self.config.safety_checker
+        )
         while not self.stop_event.is_set():
             try:
                 message = self.engine.receive(self.config.poll_interval_s)
@@ -308,6 +321,8 @@ class Worker:
         last_flush = last_check = time.monotonic()
         cancel_sent_at: float | None = None
         lease_lost = False
+        # The newest section preview rides along in every later progress object.
+        latest_preview: dict[str, Any] | None = None
         while True:
             try:
                 message = self.engine.receive(self.config.poll_interval_s)
@@ -325,7 +340,10 @@ class Worker:
                 if kind == "log":
                     events.append(EventInput(message["message"], message.get("level", "INFO")))
                 elif kind == "progress":
-                    events.append(progress_event(message))
+                    events.append(progress_event(message, latest_preview))
+                elif kind == "preview":
+                    event, latest_preview = self.publish_preview(request_id, message, discard=lease_lost)
+                    events.append(event)
                 elif kind in ("done", "failed", "cancelled"):
                     self.store.append_events(request_id, token, events)
                     if lease_lost:
@@ -368,11 +386,33 @@ class Worker:
                 self.restart_engine()
                 return
 
+    def publish_preview(
+        self, request_id: str, message: dict[str, Any], *, discard: bool
+    ) -> tuple[EventInput, dict[str, Any] | None]:
+        """Store a section's partial MP4: the log line that links it, and the preview for `progress`.
+
+        Both hold a blob reference, which the API renders as a URL.
+        """
+        path = Path(message["path"])
+        summary = f"Section {message['section']}/{message['sections']} done: {message['num_frames']} frames"
+        if message["placement"] == "end":
+            summary += " (the end of the video: this model renders backwards from the last frame)"
+        if discard:
+            path.unlink(missing_ok=True)
+            return EventInput(summary), None
+        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
+        self.blobs.put_file(key, path, "video/mp4")
+        preview = {"url": blob_reference(key), **{name: message[name] for name in PREVIEW_FIELDS}}
+        return EventInput(f"{summary}; preview: {blob_reference(key)}"), preview
+
     def finish(
         self, request_id: str, token: str, message: dict[str, Any], *, cancelled: bool, output_seed: bool = True
     ) -> None:
         """Write the job's outcome. `output_seed`: the endpoint documents `seed` in its output."""
         kind = message["type"]
+        if kind == "cancelled" and message.get("partial"):
+            self.finish_partial(request_id, token, message["partial"])
+            return
         if kind == "cancelled" or (cancelled and kind != "done"):
             self.complete(request_id, token, CANCELLED_OUTCOME, [EventInput("Cancelled")])
             return
@@ -409,6 +449,28 @@ class Worker:
             # Someone else owns the job now; our copy must not become a second output.
             self.blobs.delete(key)
 
+    def finish_partial(self, request_id: str, token: str, partial: dict[str, Any]) -> None:
+        """A cancelled job that had finished sections: cancelled all the same, with those frames attached."""
+        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
+        info = self.blobs.put_file(key, Path(partial["output_path"]), "video/mp4")
+        where = "the end of the video" if partial["placement"] == "end" else "the start of the video"
+        message = (
+            f"Request was cancelled by the client; the {partial['num_frames']} frames finished before the cancel "
+            f"({partial['section']} of {partial['sections']} sections, {where}) are kept in partial_output.video"
+        )
+        outcome = error_outcome(499, message, "client_cancelled")
+        outcome.body["partial_output"] = {
+            "video": {
+                "url": blob_reference(key),
+                "content_type": "video/mp4",
+                "file_name": f"framecast-{request_id[:8]}-partial.mp4",
+                "file_size": info.size_bytes,
+            },
+            **{name: partial[name] for name in PREVIEW_FIELDS},
+        }
+        if not self.complete(request_id, token, outcome, [EventInput(message, "WARN")]):
+            self.blobs.delete(key)
+
     def complete(self, request_id: str, token: str, outcome: JobOutcome, events: list[EventInput]) -> bool:
         done = self.store.complete_job(request_id, token, outcome, now=time.time(), events=events)
         if not done:
@@ -428,16 +490,16 @@ class Worker:
             self.stop_event.wait()
 
 
-def progress_event(message: dict[str, Any]) -> EventInput:
+def progress_event(message: dict[str, Any], preview: dict[str, Any] | None = None) -> EventInput:
     step, total = int(message["step"]), int(message["total_steps"])
     eta_s = float(message["eta_s"])
-    return EventInput(
-        f"Step {step}/{total}, ETA {eta_s:.1f}s",
-        progress={
-            "step": step,
-            "total_steps": total,
-            "fraction": step / total if total else 0.0,
-            "elapsed_s": round(float(message["elapsed_s"]), 3),
-            "eta_s": round(eta_s, 3),
-        },
-    )
+    progress: dict[str, Any] = {
+        "step": step,
+        "total_steps": total,
+        "fraction": step / total if total else 0.0,
+        "elapsed_s": round(float(message["elapsed_s"]), 3),
+        "eta_s": round(eta_s, 3),
+    }
+    if preview is not None:
+        progress["preview"] = preview
+    return EventInput(f"Step {step}/{total}, ETA {eta_s:.1f}s", progress=progress)

@@ -105,7 +105,6 @@ def test_resolutions_become_sizes() -> None:
     [
         ("fal-ai/wan-i2v", {"enable_prompt_expansion": True}, "enable_prompt_expansion"),
         ("fal-ai/wan-i2v", {"typo_field": 1}, "typo_field"),
-        ("fal-ai/framepack", {"enable_safety_checker": True}, "enable_safety_checker"),
         ("fal-ai/minimax/hailuo-02/pro/image-to-video", {"prompt_optimizer": True}, "prompt_optimizer"),
         ("fal-ai/bytedance/seedance/v1/lite/image-to-video", {"camera_fixed": True}, "camera_fixed"),
         ("fal-ai/pixverse/v4.5/image-to-video", {"style": "anime", "camera_movement": "zoom_in"}, "camera_movement"),
@@ -116,6 +115,20 @@ def test_resolutions_become_sizes() -> None:
 )
 def test_options_that_cannot_be_honoured_are_noted(endpoint_id: str, fields: dict[str, Any], option: str) -> None:
     assert any(option in note for note in plan(endpoint_id, **fields).notes)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_safety_checker_flag_travels_to_the_worker(enabled: bool) -> None:
+    spec = CATALOGUE["fal-ai/framepack"]
+    request = spec.input_model.model_validate({**spec.example, "enable_safety_checker": enabled})
+    generation = spec.plan_generation(request, {"image_url": LANDSCAPE}).generation
+    assert generation["options"]["enable_safety_checker"] is enabled
+    assert generation["options"]["true_cfg_scale"] == 1  # the endpoint's own options are kept
+
+
+def test_wan_acceleration_is_the_engine_cache_level() -> None:
+    assert plan("fal-ai/wan-i2v", acceleration="none").generation["options"] == {"acceleration": "none"}
+    assert plan("fal-ai/wan-i2v").notes == []
 
 
 def test_output_seed_follows_the_documentation() -> None:

@@ -89,3 +89,45 @@ def _random_image(width: int, height: int, seed: int = 0) -> Image.Image:
 def make_image() -> Callable[..., Image.Image]:
     """`make_image(width, height, seed=0)`: a random RGB image."""
     return _random_image
+
+
+EngineFactory = Callable[..., Any]
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_models: dict[str, Path]) -> EngineFactory:
+    """`tiny_engine("diffusers-framepack", "framepack", render_scale=1.0, **options)`: a loaded engine.
+
+    Engines are cached per argument set for the session, so tests that only read share one load.
+    """
+    from framecast.bindings import ModelBinding
+    from framecast.engines.factory import build_engine
+
+    loaded: dict[str, Any] = {}
+
+    def make(engine: str, recipe: str, render_scale: float = 1.0, **options: Any) -> Any:
+        key = repr((engine, recipe, render_scale, sorted(options.items())))
+        if key not in loaded:
+            binding = ModelBinding(
+                endpoint_id="test",
+                engine=engine,
+                weights=str(tiny_models[recipe]),
+                device="cpu",
+                dtype="float32",
+                render_scale=render_scale,
+                options=options,
+            )
+            built = build_engine(binding)
+            with _no_network():
+                built.load()
+            loaded[key] = built
+        return loaded[key]
+
+    return make
+
+
+def count_calls(module: Any) -> tuple[list[int], Any]:
+    """A list that grows by one per forward call of `module`, and the hook handle to remove."""
+    calls: list[int] = []
+    handle = module.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls, handle

@@ -201,9 +201,11 @@ def test_out_of_memory_becomes_engine_error(
 
     loaded_scheduler = wan_engine.pipeline.scheduler
     monkeypatch.setattr(wan_engine.pipeline.transformer, "forward", oom)
-    with pytest.raises(EngineError, match="memory mode") as caught:
+    with pytest.raises(EngineError, match="out of GPU memory") as caught:
         wan_engine.generate(request(source_image, num_frames=5, shift=2.0), lambda _: None, lambda _: None)
     assert caught.value.error_type == "internal_server_error"
+    # The error names the next memory mode to try, from the binding's current settings.
+    assert 'try memory = "model_cpu_offload", or vae_tiling = true' in str(caught.value)
     assert wan_engine.pipeline.scheduler is loaded_scheduler
 
 
