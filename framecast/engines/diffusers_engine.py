@@ -385,6 +385,20 @@ class DiffusersEngine:
         """One job's pipeline call(s); at least `request.num_frames` uint8 frames. Raises as `generate`."""
         raise NotImplementedError
 
+    @staticmethod
+    def call_arguments(inputs: RenderInputs, reporter: StepReporter) -> dict[str, Any]:
+        """The pipeline arguments every family passes the same way; `render` adds its own."""
+        request = inputs.request
+        return {
+            "image": inputs.image,
+            "height": inputs.height,
+            "width": inputs.width,
+            "num_inference_steps": request.num_inference_steps,
+            "generator": inputs.generator,
+            "output_type": "np",
+            "callback_on_step_end": reporter,
+        }
+
     def _generator_device(self) -> torch.device:
         # Offloaded pipelines still sample their noise on the execution device.
         return self._device

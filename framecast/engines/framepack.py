@@ -210,22 +210,16 @@ class FramePackEngine(DiffusersEngine):
         try:
             with tap, self.last_image_strength(pipe, inputs, log):
                 output = pipe(
-                    image=inputs.image,
+                    **self.call_arguments(inputs, reporter),
                     last_image=inputs.last_image,
                     prompt=request.prompt,
                     negative_prompt=request.negative_prompt or None,
-                    height=inputs.height,
-                    width=inputs.width,
                     # The pipeline counts sections of (window - 1) * 4 + 1 frames.
                     num_frames=sections * ((window - 1) * temporal + 1),
                     latent_window_size=window,
-                    num_inference_steps=request.num_inference_steps,
                     guidance_scale=request.guidance_scale,
                     true_cfg_scale=true_cfg_scale,
                     sampling_type=self.sampling_type,
-                    generator=inputs.generator,
-                    output_type="np",
-                    callback_on_step_end=reporter,
                 )
         except GenerationCancelled as cancelled:
             raise GenerationCancelled(str(cancelled), partial=tap.latest) from cancelled

@@ -93,14 +93,11 @@ class SkyReelsDiffusionForcingEngine(DiffusersEngine):
         )
         reporter = StepReporter(on_progress, chunks * request.num_inference_steps)
         output = pipe(
-            image=inputs.image,
+            **self.call_arguments(inputs, reporter),
             last_image=inputs.last_image,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            height=inputs.height,
-            width=inputs.width,
             num_frames=num_frames,
-            num_inference_steps=request.num_inference_steps,
             guidance_scale=request.guidance_scale,
             base_num_frames=min(base_num_frames, num_frames),
             overlap_history=settings.overlap_history if long_video else None,
@@ -108,9 +105,6 @@ class SkyReelsDiffusionForcingEngine(DiffusersEngine):
             ar_step=settings.ar_step,
             causal_block_size=ASYNC_CAUSAL_BLOCK_SIZE if settings.ar_step > 0 else None,
             fps=request.frames_per_second,
-            generator=inputs.generator,
-            output_type="np",
-            callback_on_step_end=reporter,
         )
         reraise_cancel(reporter)
         return self.frames_from_output(output.frames)

@@ -42,20 +42,14 @@ class StableVideoEngine(DiffusersEngine):
             log("Stable Video Diffusion takes no prompt; it is conditioned on the image only")
         reporter = StepReporter(on_progress, request.num_inference_steps)
         output = pipe(
-            image=inputs.image,
-            height=inputs.height,
-            width=inputs.width,
+            **self.call_arguments(inputs, reporter),
             num_frames=request.num_frames,
-            num_inference_steps=request.num_inference_steps,
             min_guidance_scale=MIN_GUIDANCE_SCALE,
             max_guidance_scale=request.guidance_scale,
             fps=int(options.get("conditioning_fps", request.frames_per_second)),
             motion_bucket_id=int(options.get("motion_bucket_id", 127)),
             noise_aug_strength=float(options.get("noise_aug_strength", 0.02)),
             decode_chunk_size=self.settings.decode_chunk_size,
-            generator=inputs.generator,
-            output_type="np",
-            callback_on_step_end=reporter,
         )
         reraise_cancel(reporter)
         return self.frames_from_output(output.frames)

@@ -74,18 +74,12 @@ class WanImageToVideoEngine(DiffusersEngine):
             extra["guidance_scale_2"] = request.options.get("guidance_scale_2", request.guidance_scale)
         reporter = StepReporter(on_progress, request.num_inference_steps)
         output = pipe(
-            image=inputs.image,
+            **self.call_arguments(inputs, reporter),
             last_image=inputs.last_image,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            height=inputs.height,
-            width=inputs.width,
             num_frames=num_frames,
-            num_inference_steps=request.num_inference_steps,
             guidance_scale=request.guidance_scale,
-            generator=inputs.generator,
-            output_type="np",
-            callback_on_step_end=reporter,
             **extra,
         )
         reraise_cancel(reporter)

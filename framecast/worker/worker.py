@@ -323,6 +323,7 @@ class Worker:
         lease_lost = False
         # The newest section preview rides along in every later progress object.
         latest_preview: dict[str, Any] | None = None
+        eta_s: float | None = None
         while True:
             try:
                 message = self.engine.receive(self.config.poll_interval_s)
@@ -341,8 +342,9 @@ class Worker:
                     events.append(EventInput(message["message"], message.get("level", "INFO")))
                 elif kind == "progress":
                     events.append(progress_event(message, latest_preview))
+                    eta_s = float(message["eta_s"])
                 elif kind == "preview":
-                    event, latest_preview = self.publish_preview(request_id, message, discard=lease_lost)
+                    event, latest_preview = self.publish_preview(request_id, message, eta_s, discard=lease_lost)
                     events.append(event)
                 elif kind in ("done", "failed", "cancelled"):
                     self.store.append_events(request_id, token, events)
@@ -387,7 +389,7 @@ class Worker:
                 return
 
     def publish_preview(
-        self, request_id: str, message: dict[str, Any], *, discard: bool
+        self, request_id: str, message: dict[str, Any], eta_s: float | None, *, discard: bool
     ) -> tuple[EventInput, dict[str, Any] | None]:
         """Store a section's partial MP4: the log line that links it, and the preview for `progress`.
 
@@ -397,6 +399,8 @@ class Worker:
         summary = f"Section {message['section']}/{message['sections']} done: {message['num_frames']} frames"
         if message["placement"] == "end":
             summary += " (the end of the video: this model renders backwards from the last frame)"
+        if eta_s is not None and message["section"] < message["sections"]:
+            summary += f", ETA {eta_s:.1f}s"
         if discard:
             path.unlink(missing_ok=True)
             return EventInput(summary), None
