@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from framecast.bindings import ModelBinding
 from framecast.engines.base import GenerationCancelled, GenerationRequest, GenerationResult, Progress, Section
+from framecast.engines.factory import build_engine
 from framecast.engines.framepack import framepack_sections
 from tests.engines.conftest import EngineFactory, count_calls
 
@@ -168,3 +172,34 @@ def test_true_cfg_runs_the_negative_pass_only_with_a_negative_prompt(inverted: A
         handle.remove()
     assert (without_negative, with_negative) == (2, 4)
     assert any("true CFG is off" in line for line in logs)
+
+
+def test_components_from_their_own_directories_load_like_the_real_layout(
+    tiny_models: dict[str, Path], tmp_path: Path, image: Image.Image
+) -> None:
+    """The real FramePack is three repos: HunyuanVideo, the FramePack transformer, FLUX Redux's SigLIP.
+
+    The pipeline directory here has neither a transformer nor an image encoder, as after `framecast pull`.
+    """
+    source = tiny_models["framepack"]
+    transformer_dir = tmp_path / "FramePackI2V_HY"
+    shutil.copytree(source / "transformer", transformer_dir)
+    redux_dir = tmp_path / "flux_redux_bfl"
+    for component in ("image_encoder", "feature_extractor"):
+        shutil.copytree(source / component, redux_dir / component)
+    base_dir = tmp_path / "HunyuanVideo"
+    shutil.copytree(source, base_dir, ignore=shutil.ignore_patterns("transformer", "image_encoder"))
+
+    def engine(weights: Path, **options: Any) -> Any:
+        binding = ModelBinding(
+            "fal-ai/framepack", "diffusers-framepack", str(weights), device="cpu", dtype="float32", options=options
+        )
+        built = build_engine(binding)
+        built.load()
+        return built
+
+    split = engine(base_dir, transformer=str(transformer_dir), image_encoder=str(redux_dir), latent_window_size=WINDOW)
+    whole = engine(source, latent_window_size=WINDOW)
+    assert np.array_equal(
+        run(split, request(image, num_frames=13))[0].frames, run(whole, request(image, num_frames=13))[0].frames
+    )
