@@ -72,7 +72,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -81,6 +81,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.e2e.server import FramecastServer, make_certificates  # noqa: E402
+
+if TYPE_CHECKING:
+    from framecast.bindings import ModelBinding
+    from framecast.engines.base import GenerationRequest
 
 SEED = 1234
 PROMPT = "a cat walking in the snow"
@@ -263,13 +267,13 @@ class Case:
     """One family's request: the endpoint input, its plan, and the binding that renders it."""
 
     family: Family
-    binding: Any  # framecast.bindings.ModelBinding
+    binding: ModelBinding
     job_input: dict[str, Any]
-    request: Any  # framecast.engines.base.GenerationRequest
+    request: GenerationRequest
     render_size: tuple[int, int]
 
 
-def build_case(family: Family, binding: Any, images: dict[str, bytes]) -> Case:
+def build_case(family: Family, binding: ModelBinding, images: dict[str, bytes]) -> Case:
     """Validate the endpoint input and plan it as submit does; decode the images as the engine process does."""
     from framecast.endpoints import ImageDimensions, build_catalogue
     from framecast.engines.base import GenerationRequest
@@ -300,12 +304,14 @@ class RawPipeline:
         import diffusers
         import torch
 
-        from framecast.engines.diffusers_engine import DTYPES
+        from framecast.engines.diffusers_engine import DTYPES, DiffusersEngine
         from framecast.engines.factory import build_engine
         from framecast.engines.names import ENGINE_OPTIONS
 
         binding = case.binding
-        engine_class = type(build_engine(binding))  # only for its pipeline class name and sampling type
+        engine = build_engine(binding)  # not loaded: only for its pipeline class name and sampling type
+        assert isinstance(engine, DiffusersEngine)
+        engine_class = type(engine)
         self.engine_name: str = binding.engine
         self.sampling_type: str | None = getattr(engine_class, "sampling_type", None)
         self.settings: Any = ENGINE_OPTIONS[binding.engine].model_validate(binding.options)
@@ -577,7 +583,7 @@ def measure_family(
     return result
 
 
-def bench_bindings(data_dir: Path, tiny: Path, endpoints: list[str], profile_scales: bool) -> list[Any]:
+def bench_bindings(data_dir: Path, tiny: Path, endpoints: list[str], profile_scales: bool) -> list[ModelBinding]:
     """The tiny profile's bindings of `endpoints`, weights in `tiny`, with the bench's render scales."""
     from framecast.bindings import resolve_bindings
 
@@ -592,7 +598,7 @@ def bench_bindings(data_dir: Path, tiny: Path, endpoints: list[str], profile_sca
     return selected
 
 
-def write_bindings(path: Path, bindings: list[Any]) -> None:
+def write_bindings(path: Path, bindings: list[ModelBinding]) -> None:
     lines = ["# Written by bench/bench_engines.py: the tiny profile's bindings used by this run.", ""]
     for binding in bindings:
         lines.append(f"[endpoints.{json.dumps(binding.endpoint_id)}]")
@@ -703,8 +709,9 @@ def main() -> int:
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()  # "requires torchvision ... falling back" on every load
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # "requires torchvision ... falling back" on every load
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     torch.set_num_threads(arguments.threads)
     from framecast.engines.tiny_models import build_tiny_models
 

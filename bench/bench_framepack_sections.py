@@ -199,8 +199,8 @@ def main() -> int:
     from framecast.engines.video import encode_mp4
 
     diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     torch.set_num_threads(arguments.threads)
 
     work = Path(tempfile.mkdtemp(prefix="framecast-bench-framepack-"))

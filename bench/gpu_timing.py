@@ -271,7 +271,8 @@ def framepack_inputs(case: ModelCase, size: tuple[int, int, int], device: str, d
 
     # The pipeline's index layout: [prefix, padding (0 for the last section), window, 1x, 2x, 4x history].
     indices = torch.arange(0, 1 + window + sum(FRAMEPACK_HISTORY_SIZES), device=device)
-    prefix, latent_indices, history_1x, history_2x, history_4x = indices.split([1, window, *FRAMEPACK_HISTORY_SIZES])
+    sizes = [1, window, *FRAMEPACK_HISTORY_SIZES]
+    prefix, latent_indices, history_1x, history_2x, history_4x = indices.split(sizes)  # type: ignore[no-untyped-call]
     mask = torch.zeros(1, FRAMEPACK_TEXT_TOKENS, device=device, dtype=dtype)
     mask[:, :FRAMEPACK_PROMPT_TOKENS] = 1  # batch 1: the transformer keeps only the real prompt tokens
     arguments = {
