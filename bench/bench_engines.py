@@ -65,7 +65,6 @@ import os
 import re
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -80,6 +79,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.measure import cpu_stall_s, median, process_cpu_s, table  # noqa: E402
 from tests.e2e.server import FramecastServer, make_certificates  # noqa: E402
 
 if TYPE_CHECKING:
@@ -163,19 +163,6 @@ FAMILY_KEYS = [family.key for family in FAMILIES]
 # -- small helpers ----------------------------------------------------------------------------------
 
 
-def cpu_stall_s() -> float:
-    """Seconds during which some task on this machine waited for a CPU (Linux PSI); NaN where unavailable."""
-    try:
-        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return float("nan")
-    return int(line.rsplit("total=", 1)[1]) / 1e6
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def png_bytes(color: tuple[int, int, int]) -> bytes:
     from PIL import Image
 
@@ -186,32 +173,6 @@ def png_bytes(color: tuple[int, int, int]) -> bytes:
 
 def data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    lines = []
-    for index, row in enumerate(cells):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of one process (Linux /proc), in seconds; NaN when it cannot be read."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    # After the ")" of comm: fields[0] is state (field 3), so utime (14) and stime (15) are at 11 and 12.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def runqueue_wait_s(pid: int) -> float:

@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -56,40 +55,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.measure import cpu_stall_s, median, table  # noqa: E402
+
 SEED = 1234
 PROMPT = "a cat walking in the snow"
 FRAMES_PER_SECOND = 30
-PREVIEW_CRF = 26  # framecast.worker.engine_process.PREVIEW_CRF
+
 MODES = ("plain", "previews")
-
-
-def cpu_stall_s() -> float:
-    """Seconds during which some task on this machine waited for a CPU (Linux PSI); NaN where unavailable."""
-    try:
-        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return float("nan")
-    return int(line.rsplit("total=", 1)[1]) / 1e6
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    lines = []
-    for index, row in enumerate(cells):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -197,6 +169,7 @@ def main() -> int:
     from framecast.engines.framepack import framepack_sections
     from framecast.engines.tiny_models import build_tiny_models
     from framecast.engines.video import encode_mp4
+    from framecast.worker.engine_process import PREVIEW_CRF
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]

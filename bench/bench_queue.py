@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.measure import process_cpu_s, table  # noqa: E402
 from tests.e2e.server import FramecastServer, make_certificates, wait_for  # noqa: E402
 
 ENDPOINT = "fal-ai/wan-i2v"
@@ -93,32 +94,6 @@ def child_environment() -> dict[str, str]:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("FRAMECAST_")}
     environment["HF_HUB_OFFLINE"] = "1"
     return environment
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of one process (Linux /proc), in seconds; NaN when it cannot be read."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    # After the ")" of comm: fields[0] is state (field 3), so utime (14) and stime (15) are at 11 and 12.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    lines = []
-    for index, row in enumerate(cells):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 # -- a. request cycle ------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +47,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.measure import median, table  # noqa: E402
 
 # Published transformer configs (engines.md section 5; diffusers scripts/convert_wan_to_diffusers.py and
 # lllyasviel/FramePackI2V_HY's config.json).
@@ -130,26 +135,6 @@ CASES = [
 CASE_KEYS = [case.key for case in CASES]
 # --smoke: every code path with tiny latents (sizes in pixels, multiples of 16).
 SMOKE_SIZES = {"wan": (64, 32, 5), "framepack": (64, 64, 2)}
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers, *[[str(cell) for cell in row] for row in rows]]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    lines = []
-    for index, row in enumerate(cells):
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i == 0 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def model_class(family: str) -> Any:
