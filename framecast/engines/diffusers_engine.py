@@ -170,7 +170,6 @@ class DiffusersEngine:
         self.weights = weights
         self.dtype = dtype
         self.render_scale = render_scale
-        self.options: dict[str, Any] = dict(options or {})
         self._pipe: Any = None
         self._scheduler: Any = None  # the loaded scheduler; each job gets a fresh copy of it
 

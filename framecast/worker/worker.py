@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from framecast.bindings import ModelBinding
-from framecast.store.blobs import BlobStore, blob_reference, unguessable_name
+from framecast.store.blobs import BlobInfo, BlobStore, blob_reference, unguessable_name
 from framecast.store.jobs import (
     ClaimedJob,
     EventInput,
@@ -388,6 +388,11 @@ class Worker:
                 self.restart_engine()
                 return
 
+    def store_video(self, request_id: str, path: Path) -> tuple[str, BlobInfo]:
+        """Move an MP4 into the blob store under the job's outputs, at an unguessable key."""
+        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
+        return key, self.blobs.put_file(key, path, "video/mp4")
+
     def publish_preview(
         self, request_id: str, message: dict[str, Any], eta_s: float | None, *, discard: bool
     ) -> tuple[EventInput, dict[str, Any] | None]:
@@ -404,8 +409,7 @@ class Worker:
         if discard:
             path.unlink(missing_ok=True)
             return EventInput(summary), None
-        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
-        self.blobs.put_file(key, path, "video/mp4")
+        key, _ = self.store_video(request_id, path)
         preview = {"url": blob_reference(key), **{name: message[name] for name in PREVIEW_FIELDS}}
         return EventInput(f"{summary}; preview: {blob_reference(key)}"), preview
 
@@ -424,16 +428,8 @@ class Worker:
             outcome = error_outcome(int(message["status_code"]), message["error"], message["error_type"])
             self.complete(request_id, token, outcome, [EventInput(message["error"], "ERROR")])
             return
-        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
-        info = self.blobs.put_file(key, Path(message["output_path"]), "video/mp4")
-        body: dict[str, Any] = {
-            "video": {
-                "url": blob_reference(key),
-                "content_type": "video/mp4",
-                "file_name": f"framecast-{request_id[:8]}.mp4",
-                "file_size": info.size_bytes,
-            },
-        }
+        key, info = self.store_video(request_id, Path(message["output_path"]))
+        body: dict[str, Any] = {"video": video_file(info, f"framecast-{request_id[:8]}.mp4")}
         if output_seed:
             body["seed"] = message["seed"]
         # The seed is always returned: in `metadata` where the documented output has no seed field.
@@ -455,8 +451,7 @@ class Worker:
 
     def finish_partial(self, request_id: str, token: str, partial: dict[str, Any]) -> None:
         """A cancelled job that had finished sections: cancelled all the same, with those frames attached."""
-        key = f"outputs/{request_id}/{unguessable_name('.mp4')}"
-        info = self.blobs.put_file(key, Path(partial["output_path"]), "video/mp4")
+        key, info = self.store_video(request_id, Path(partial["output_path"]))
         where = "the end of the video" if partial["placement"] == "end" else "the start of the video"
         message = (
             f"Request was cancelled by the client; the {partial['num_frames']} frames finished before the cancel "
@@ -464,12 +459,7 @@ class Worker:
         )
         outcome = error_outcome(499, message, "client_cancelled")
         outcome.body["partial_output"] = {
-            "video": {
-                "url": blob_reference(key),
-                "content_type": "video/mp4",
-                "file_name": f"framecast-{request_id[:8]}-partial.mp4",
-                "file_size": info.size_bytes,
-            },
+            "video": video_file(info, f"framecast-{request_id[:8]}-partial.mp4"),
             **{name: partial[name] for name in PREVIEW_FIELDS},
         }
         if not self.complete(request_id, token, outcome, [EventInput(message, "WARN")]):
@@ -492,6 +482,16 @@ class Worker:
             self.engine.kill()
         if not self.start_engine():
             self.stop_event.wait()
+
+
+def video_file(info: BlobInfo, file_name: str) -> dict[str, Any]:
+    """A stored MP4 as a fal File object; the URL is a blob reference the API renders."""
+    return {
+        "url": blob_reference(info.key),
+        "content_type": "video/mp4",
+        "file_name": file_name,
+        "file_size": info.size_bytes,
+    }
 
 
 def progress_event(message: dict[str, Any], preview: dict[str, Any] | None = None) -> EventInput:
