@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -14,18 +15,37 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from framecast import __version__
-from framecast.api import files_router, health_router, models_router, queue_router, run_router
+from framecast.api import files_router, health_router, models_router, queue_router, run_router, wellknown_router
 from framecast.api.errors import install_error_handlers
 from framecast.api.openapi import add_endpoint_routes
+from framecast.api.protocol import fal_webhook_payload
+from framecast.api.proxy import FalProxyMiddleware
 from framecast.api.state import AppState
+from framecast.api.storage_router import build_storage_router
+from framecast.api.wavespeed_router import build_wavespeed_router, wavespeed_webhook_payload
 from framecast.bindings import ModelBinding
 from framecast.inputs.safe_fetch import FetchPolicy
+from framecast.service.auth import Authenticator
 from framecast.service.catalogue import CatalogueService
 from framecast.service.queue import EndpointReadiness, QueueService
+from framecast.service.tokens import TokenSigner
+from framecast.service.uploads import UploadService
+from framecast.service.webhooks import (
+    FAL_FORMAT,
+    WAVESPEED_FORMAT,
+    PayloadBuilder,
+    WebhookPolicy,
+    WebhookSender,
+    ensure_signing_key,
+)
 from framecast.settings import Settings
 from framecast.store.blobs import BlobStore, LocalBlobStore
+from framecast.store.credentials import SqlCredentialStore
+from framecast.store.database import SqlDatabase
 from framecast.store.jobs import JobStore
+from framecast.store.outbox import SqlWebhookOutbox
 from framecast.store.sql_jobs import SqlJobStore
+from framecast.store.uploads import SqlUploadLedger
 from framecast.worker.identity import is_worker_alive
 
 logger = logging.getLogger("framecast.api")
@@ -46,6 +66,23 @@ async def reap_forever(store: JobStore, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+async def sweep_uploads_forever(uploads: UploadService, interval_s: float) -> None:
+    while True:
+        try:
+            swept = await anyio.to_thread.run_sync(lambda: uploads.sweep(now=time.time()))
+            if swept:
+                logger.info("deleted %d expired uploads", len(swept))
+        except Exception:
+            logger.exception("upload sweep failed; retrying")
+        await asyncio.sleep(interval_s)
+
+
+UPLOAD_SWEEP_INTERVAL_S = 60.0
+WEBHOOK_POLL_INTERVAL_S = 0.5
+# Multipart framing on top of the file itself.
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024
+
+
 def create_app(
     settings: Settings,
     *,
@@ -58,34 +95,82 @@ def create_app(
 
     Raises `BindingsError` when `settings.models` names a bindings file that cannot be used.
     """
-    job_store: JobStore = store if store is not None else SqlJobStore(settings.database_url)
+    if store is None:
+        store = SqlJobStore(SqlDatabase(settings.database_url))
+    job_store: JobStore = store
+    # Credentials, the outbox and the upload ledger live in the job store's database (one transaction per result).
+    database = store.database if isinstance(store, SqlJobStore) else SqlDatabase(settings.database_url)
+    credentials = SqlCredentialStore(database)
+    outbox = SqlWebhookOutbox(database)
     blob_store: BlobStore = blobs if blobs is not None else LocalBlobStore(settings.files_dir)
+    fetch_policy = FetchPolicy(
+        max_bytes=settings.max_input_bytes,
+        total_timeout_s=settings.fetch_timeout_s,
+        allow_private=settings.allow_private_fetch,
+    )
+    tokens = TokenSigner(bytes.fromhex(credentials.secret("url_signing_secret", now=time.time())))
+    uploads = UploadService(
+        blobs=blob_store,
+        ledger=SqlUploadLedger(database),
+        signer=tokens,
+        tmp_dir=settings.tmp_dir,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_ttl_s=settings.upload_ttl_s,
+    )
     catalogue = CatalogueService.from_settings(settings, store=job_store, bindings=bindings)
     endpoints = catalogue.catalogue
     queue = QueueService(
         store=job_store,
         blobs=blob_store,
         catalogue=endpoints,
-        fetch_policy=FetchPolicy(
-            max_bytes=settings.max_input_bytes,
-            total_timeout_s=settings.fetch_timeout_s,
-            allow_private=settings.allow_private_fetch,
-        ),
+        fetch_policy=fetch_policy,
         max_image_pixels=settings.max_image_pixels,
         max_attempts=settings.max_attempts,
         max_status_logs=settings.max_status_logs,
         readiness=readiness if readiness is not None else catalogue.readiness,
     )
 
+    payloads: dict[str, PayloadBuilder] = {
+        FAL_FORMAT: functools.partial(fal_webhook_payload, max_payload_bytes=settings.webhook_max_payload_bytes),
+        WAVESPEED_FORMAT: wavespeed_webhook_payload,
+    }
+    webhooks = WebhookSender(
+        store=job_store,
+        outbox=outbox,
+        credentials=credentials,
+        payloads=payloads,
+        render=lambda body, base: queue.render(body, base_url=base),
+        policy=WebhookPolicy(
+            max_attempts=settings.webhook_max_attempts,
+            first_retry_s=settings.webhook_first_retry_s,
+            timeout_s=settings.webhook_timeout_s,
+            user_id=settings.webhook_user_id,
+            fetch_policy=FetchPolicy(
+                total_timeout_s=settings.webhook_timeout_s,
+                read_timeout_s=settings.webhook_timeout_s,
+                allow_private=settings.allow_private_fetch,
+            ),
+        ),
+        default_base_url=settings.public_url,
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        reaper = asyncio.create_task(reap_forever(job_store, settings.reaper_interval_s))
+        # The JWKS is never empty, and every replica signs with the same key.
+        await anyio.to_thread.run_sync(lambda: ensure_signing_key(credentials, now=time.time()))
+        tasks = [
+            asyncio.create_task(reap_forever(job_store, settings.reaper_interval_s)),
+            asyncio.create_task(webhooks.run_forever(WEBHOOK_POLL_INTERVAL_S)),
+            asyncio.create_task(sweep_uploads_forever(uploads, UPLOAD_SWEEP_INTERVAL_S)),
+        ]
         try:
             yield
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="Framecast",
@@ -95,14 +180,28 @@ def create_app(
         max_body_size=settings.max_body_bytes,
     )
     app.state.framecast = AppState(
-        settings=settings, store=job_store, blobs=blob_store, queue=queue, catalogue=catalogue
+        settings=settings,
+        store=job_store,
+        blobs=blob_store,
+        queue=queue,
+        catalogue=catalogue,
+        credentials=credentials,
+        authenticator=Authenticator(credentials),
+        uploads=uploads,
+        tokens=tokens,
+        webhooks=webhooks,
     )
     install_error_handlers(app)
+    app.add_middleware(FalProxyMiddleware)
     app.include_router(health_router.router)
     app.include_router(files_router.router)
     app.include_router(queue_router.router)
     app.include_router(run_router.router)
     app.include_router(models_router.router)
+    app.include_router(wellknown_router.router)
+    upload_body_bytes = max(settings.max_body_bytes, settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES)
+    app.include_router(build_storage_router(), max_body_size=upload_body_bytes)
+    app.include_router(build_wavespeed_router(), max_body_size=upload_body_bytes)
 
     def openapi() -> dict[str, Any]:
         # FastAPI's document, plus an explicit submit and run route per endpoint with its own schemas.

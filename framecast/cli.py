@@ -29,8 +29,9 @@ from framecast.settings import Settings
 logger = logging.getLogger("framecast")
 
 SERVE_EPILOG = """\
-Point the unmodified fal clients at this server:
-  export FAL_KEY=anything FAL_QUEUE_RUN_HOST=HOST:PORT/queue FAL_RUN_HOST=HOST:PORT/run
+Every API call needs a key (make one: framecast keys create); on first start, with no key at all,
+serve makes one and prints it once. Point the unmodified fal clients at this server:
+  export FAL_KEY=<key> FAL_QUEUE_RUN_HOST=HOST:PORT/queue FAL_RUN_HOST=HOST:PORT/run
 fal-client (Python) speaks only https: pass --ssl-certfile/--ssl-keyfile (see README) and, for a private CA,
   export SSL_CERT_FILE=/path/to/ca.pem
 
@@ -45,7 +46,8 @@ def _add_settings_arguments(parser: argparse.ArgumentParser, names: list[str]) -
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=False)
         shown = "" if field.default_factory is not None else f" (default: {default})"
-        help_text = f"{field.description}{shown} [env FRAMECAST_{name.upper()}]"
+        # argparse %-formats help strings.
+        help_text = f"{field.description}{shown} [env FRAMECAST_{name.upper()}]".replace("%", "%%")
         annotation = field.annotation
         if annotation is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
@@ -82,11 +84,20 @@ SERVE_SETTINGS = [
     "fetch_timeout_s",
     "allow_private_fetch",
     "max_status_logs",
+    "auth",
+    "upload_ttl_s",
+    "max_upload_bytes",
+    "webhook_user_id",
+    "webhook_max_attempts",
+    "webhook_first_retry_s",
+    "webhook_timeout_s",
+    "webhook_max_payload_bytes",
     "test_faults",
     "log_level",
 ]
 MODELS_SETTINGS = ["data_dir", "db", "models", "device", "lease_s"]
 PULL_SETTINGS = ["data_dir", "models"]
+KEYS_SETTINGS = ["data_dir", "db"]
 WORKER_SETTINGS = [
     "data_dir",
     "db",
@@ -145,6 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("target", metavar="ENDPOINT_OR_REPO", help="e.g. fal-ai/wan-i2v, or Wan-AI/Wan2.1-...")
     _add_settings_arguments(pull, PULL_SETTINGS)
 
+    keys = commands.add_parser(
+        "keys",
+        help="Manage API keys and the webhook signing key (in the job database).",
+        description="API keys are stored hashed: a key is shown once, when it is made. Clients send it as "
+        "'Authorization: Key <key>' (FAL_KEY for the fal clients) or 'Bearer <key>' (the wavespeed SDK).",
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="Make a new API key and print it (once).")
+    create.add_argument("--name", help="A unique name for the key (default: key-<id>).")
+    create.add_argument("--quiet", action="store_true", help="Print only the key.")
+    _add_settings_arguments(create, KEYS_SETTINGS)
+    listing = key_commands.add_parser("list", help="List API keys (ids and names, never the keys).")
+    listing.add_argument("--json", action="store_true", help="Print JSON.")
+    _add_settings_arguments(listing, KEYS_SETTINGS)
+    revoke = key_commands.add_parser("revoke", help="Revoke an API key at once, on every replica.")
+    revoke.add_argument("key", metavar="KEY_ID_OR_NAME")
+    _add_settings_arguments(revoke, KEYS_SETTINGS)
+    webhook = key_commands.add_parser(
+        "webhook",
+        help="Show or rotate the Ed25519 key that signs fal webhooks (published at /.well-known/jwks.json).",
+        description="show: the published keys and which one signs. rotate: a new key signs from now on; the old "
+        "one stays published until you retire it, so receivers with a cached JWKS keep verifying. "
+        "retire KID: stop publishing a key.",
+    )
+    webhook.add_argument("action", choices=["show", "rotate", "retire"], nargs="?", default="show")
+    webhook.add_argument("kid", nargs="?", help="The key id to retire.")
+    _add_settings_arguments(webhook, KEYS_SETTINGS)
+
     dev = commands.add_parser("dev", help="Developer tools.")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
     tiny = dev_commands.add_parser(
@@ -188,6 +227,45 @@ def lock_data_dir(data_dir: Path) -> int:
     return descriptor
 
 
+def announce_auth(settings: Settings) -> None:
+    """--no-auth is shouted; with auth on and no key at all, a first key is made and shown once."""
+    if not settings.auth:
+        banner = "!" * 78
+        logger.warning(
+            "\n%s\n--no-auth: NO API KEY IS CHECKED. Anyone who can reach %s:%s can run jobs and read results.\n"
+            "Use this for local development only.\n%s",
+            banner, settings.host, settings.port, banner,
+        )  # fmt: skip
+        return
+    import time
+
+    from framecast.service.auth import new_api_key
+    from framecast.store.credentials import DuplicateKeyNameError, SqlCredentialStore
+    from framecast.store.database import SqlDatabase
+
+    database = SqlDatabase(settings.database_url)
+    try:
+        credentials = SqlCredentialStore(database)
+        if any(record.is_active for record in credentials.list_api_keys()):
+            return
+        made = new_api_key("initial", now=time.time())
+        try:
+            credentials.add_api_key(made.record)
+        except DuplicateKeyNameError:
+            made = new_api_key(None, now=time.time())
+            credentials.add_api_key(made.record)
+    finally:
+        database.close()
+    print(
+        f"\nNo API key existed, so this one was made ({made.record.name}). It is shown only now:\n\n"
+        f"  {made.key}\n\n"
+        "Clients send it as FAL_KEY (fal clients) or api_key (wavespeed). Manage keys with "
+        "`framecast keys create|list|revoke`.\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
@@ -196,6 +274,7 @@ def serve(settings: Settings) -> int:
 
     configure_logging(settings.log_level)
     lock_data_dir(settings.data_dir)
+    announce_auth(settings)
     if settings.models == "tiny" and settings.workers > 0:
         ensure_tiny_models(settings)
     if settings.test_faults:
@@ -275,7 +354,8 @@ def build_tiny_models(directory: Path) -> int:
 def catalogue_json(settings: Settings) -> dict[str, Any]:
     """What GET /models answers, computed here from the settings and the job database (if there is one)."""
     from framecast.service.catalogue import CatalogueService
-    from framecast.store.sql_jobs import SqlJobStore, sqlite_path
+    from framecast.store.database import sqlite_path
+    from framecast.store.sql_jobs import SqlJobStore
 
     database = sqlite_path(settings.database_url)
     # Looking must not create a database: without one there are simply no workers.
@@ -346,6 +426,85 @@ def run_pull(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _credentials(arguments: argparse.Namespace) -> Any:
+    from framecast.store.credentials import SqlCredentialStore
+    from framecast.store.database import SqlDatabase
+
+    return SqlCredentialStore(SqlDatabase(load_settings(arguments, KEYS_SETTINGS).database_url))
+
+
+def _when(seconds: float | None) -> str:
+    import datetime
+
+    if seconds is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def run_keys(arguments: argparse.Namespace) -> int:
+    import time
+
+    from framecast.service.auth import new_api_key
+    from framecast.service.webhooks import ensure_signing_key, jwks, new_signing_key
+    from framecast.store.credentials import DuplicateKeyNameError
+
+    credentials = _credentials(arguments)
+    now = time.time()
+    if arguments.keys_command == "create":
+        made = new_api_key(arguments.name, now=now)
+        name = made.record.name
+        try:
+            credentials.add_api_key(made.record)
+        except DuplicateKeyNameError:
+            print(f"framecast: a key named {name!r} exists already", file=sys.stderr)
+            return 1
+        if arguments.quiet:
+            print(made.key)
+        else:
+            print(f"Created API key {made.record.key_id} ({name}). It is shown only now; store it safely:\n")
+            print(f"  {made.key}\n")
+            print(f"Use it as FAL_KEY={made.key} (fal clients) or as the wavespeed SDK's api_key.")
+        return 0
+    if arguments.keys_command == "list":
+        records = credentials.list_api_keys()
+        if arguments.json:
+            print(json.dumps([
+                {"key_id": r.key_id, "name": r.name, "created_at": r.created_at, "revoked_at": r.revoked_at}
+                for r in records
+            ], indent=2))  # fmt: skip
+            return 0
+        rows = [("KEY_ID", "NAME", "CREATED", "REVOKED")]
+        rows += [(r.key_id, r.name, _when(r.created_at), _when(r.revoked_at)) for r in records]
+        widths = [max(len(row[column]) for row in rows) for column in range(4)]
+        for row in rows:
+            print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
+        return 0
+    if arguments.keys_command == "revoke":
+        record = credentials.revoke_api_key(arguments.key, now=now)
+        if record is None:
+            print(f"framecast: no API key with the id or name {arguments.key!r}", file=sys.stderr)
+            return 1
+        print(f"Revoked {record.key_id} ({record.name}) at {_when(record.revoked_at)}")
+        return 0
+    # webhook
+    if arguments.action == "rotate":
+        record = new_signing_key(now=now)
+        credentials.add_signing_key(record)
+        print(f"{record.kid} signs from now on; retire the old key once receivers have refreshed their JWKS.")
+    elif arguments.action == "retire":
+        if not arguments.kid:
+            print("framecast: keys webhook retire needs the KID to retire", file=sys.stderr)
+            return 2
+        if not credentials.retire_signing_key(arguments.kid, now=now):
+            print(f"framecast: no signing key {arguments.kid!r}", file=sys.stderr)
+            return 1
+        print(f"Retired {arguments.kid}: it is no longer published.")
+    signing = ensure_signing_key(credentials, now=now)
+    print(f"Signing key: {signing.kid}")
+    print(json.dumps(jwks(credentials.list_signing_keys()), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
@@ -358,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
             return show_models(arguments)
         if arguments.command == "pull":
             return run_pull(arguments)
+        if arguments.command == "keys":
+            return run_keys(arguments)
     except ValidationError as error:
         parser.exit(2, f"framecast: invalid settings:\n{error}\n")
     except BindingsError as error:

@@ -52,6 +52,32 @@ class Settings(BaseSettings):
         "use (docs/engines.md#safety-checker). Default: none; such requests then log that nothing was checked.",
     )
 
+    auth: bool = Field(
+        True,
+        description="Require an API key (Authorization: Key|Bearer <key>) on the API; --no-auth is for local "
+        "development only. Keys: framecast keys create.",
+    )
+    upload_ttl_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Seconds an uploaded file is kept before it is deleted (default 7 days)."
+    )
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, description="Largest upload, in bytes.")
+    webhook_user_id: str = Field(
+        "framecast", min_length=1, description="X-Fal-Webhook-User-Id of our fal webhooks (part of the signed text)."
+    )
+    webhook_max_attempts: int = Field(10, ge=1, description="Tries per webhook before giving up.")
+    webhook_first_retry_s: float = Field(
+        15.0,
+        gt=0,
+        description="Wait before the first retry of a failed webhook; each next wait doubles (±20% jitter), "
+        "so 10 tries span about 2 hours.",
+    )
+    webhook_timeout_s: float = Field(15.0, gt=0, description="Time allowed for one webhook POST.")
+    webhook_max_payload_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest fal webhook payload; a bigger one is sent as payload null with payload_error.",
+    )
+
     lease_s: float = Field(30.0, gt=0, description="A claimed job's lease; a worker silent this long loses it.")
     max_attempts: int = Field(3, ge=1, description="Times a job is started before a lost worker fails it.")
     cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled model gets to stop before SIGKILL.")

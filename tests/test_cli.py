@@ -57,3 +57,47 @@ def test_a_bad_bindings_file_stops_serve_before_it_starts(tmp_path: Path) -> Non
     )
     assert result.returncode == 2
     assert "unknown engine 'nope'" in result.stderr
+
+
+def test_keys_create_list_and_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert main(["keys", "create", "--name", "ci", *data]) == 0
+    shown = capsys.readouterr().out
+    assert "shown only now" in shown and "FAL_KEY=" in shown
+    assert main(["keys", "create", "--quiet", *data]) == 0
+    quiet_key = capsys.readouterr().out.strip()
+    assert quiet_key.startswith("fc_") and ":" in quiet_key and "\n" not in quiet_key
+    assert main(["keys", "create", "--name", "ci", *data]) == 1
+    assert "exists already" in capsys.readouterr().err
+
+    assert main(["keys", "list", "--json", *data]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["name"] == "ci" and len(listed) == 2
+    assert all(entry["revoked_at"] is None for entry in listed)
+    assert quiet_key.split(":")[1] not in json.dumps(listed), "secrets are never listed"
+
+    assert main(["keys", "revoke", "ci", *data]) == 0
+    assert "Revoked" in capsys.readouterr().out
+    assert main(["keys", "revoke", "nobody", *data]) == 1
+    assert main(["keys", "list", *data]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["KEY_ID", "NAME", "CREATED", "REVOKED"]
+    ci_row = next(line for line in table if " ci " in line)
+    assert ci_row.rstrip()[-1] == "Z", "the revocation time is shown"
+
+
+def test_keys_webhook_rotates_and_retires(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert main(["keys", "webhook", *data]) == 0
+    first = capsys.readouterr().out
+    first_kid = first.splitlines()[0].removeprefix("Signing key: ")
+    assert main(["keys", "webhook", "rotate", *data]) == 0
+    rotated = capsys.readouterr().out
+    second_kid = rotated.splitlines()[0].split()[0]
+    assert second_kid != first_kid and f"Signing key: {second_kid}" in rotated
+    document = json.loads(rotated[rotated.index("{") :])
+    assert [key["kid"] for key in document["keys"]] == [second_kid, first_kid]
+    assert main(["keys", "webhook", "retire", first_kid, *data]) == 0
+    retired = capsys.readouterr().out
+    assert [key["kid"] for key in json.loads(retired[retired.index("{") :])["keys"]] == [second_kid]
+    assert main(["keys", "webhook", "retire", "nope", *data]) == 1

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from framecast.service.auth import AuthenticationError
 from framecast.service.queue import (
     EndpointUnavailableError,
     InvalidInputError,
@@ -14,6 +15,10 @@ from framecast.service.queue import (
     RequestNotFoundError,
     UnknownEndpointError,
 )
+from framecast.service.uploads import UploadRefusedError, UploadTooLargeError
+
+# WaveSpeed's API answers errors in its own envelope.
+WAVESPEED_PREFIX = "/api/v3/"
 
 
 class BadHeaderError(Exception):
@@ -29,7 +34,32 @@ def error_response(status_code: int, detail: Any, *, error_type: str | None = No
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+def wavespeed_error(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": status_code, "message": message, "data": None}, status_code=status_code)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthenticationError)
+    async def _unauthenticated(request: Request, error: AuthenticationError) -> JSONResponse:
+        if request.url.path.startswith(WAVESPEED_PREFIX):
+            response = wavespeed_error(401, str(error))
+        else:
+            response = error_response(401, str(error))
+        response.headers["WWW-Authenticate"] = 'Key realm="framecast"'
+        return response
+
+    @app.exception_handler(UploadTooLargeError)
+    async def _too_large(request: Request, error: UploadTooLargeError) -> JSONResponse:
+        if request.url.path.startswith(WAVESPEED_PREFIX):
+            return wavespeed_error(413, str(error))
+        return error_response(413, str(error), error_type="file_too_large")
+
+    @app.exception_handler(UploadRefusedError)
+    async def _refused(request: Request, error: UploadRefusedError) -> JSONResponse:
+        if request.url.path.startswith(WAVESPEED_PREFIX):
+            return wavespeed_error(403, str(error))
+        return error_response(403, str(error))
+
     @app.exception_handler(UnknownEndpointError)
     async def _unknown_endpoint(_request: Request, error: UnknownEndpointError) -> JSONResponse:
         return error_response(404, str(error))

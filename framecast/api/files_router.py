@@ -14,7 +14,8 @@ router = APIRouter(tags=["files"])
 State = Annotated[AppState, Depends(app_state)]
 
 
-@router.api_route("/files/{key:path}", methods=["GET", "HEAD"])
+@router.get("/files/{key:path}")
+@router.head("/files/{key:path}", include_in_schema=False)
 async def get_file(state: State, key: str) -> Response:
     try:
         path = state.blobs.local_path(key)
@@ -24,5 +25,13 @@ async def get_file(state: State, key: str) -> Response:
         return RedirectResponse(state.blobs.url_for(key, base_url=state.settings.public_url or ""))
     if not path.is_file():
         return JSONResponse({"detail": "File not found"}, status_code=404)
-    # Keys are unguessable and never reused, so the bytes behind a URL never change.
-    return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+    # Keys are unguessable and never reused, so the bytes behind a URL never change. Uploads are user content:
+    # the browser must not sniff them into HTML, nor run anything they contain on our origin.
+    return FileResponse(path, headers=FILE_HEADERS)
+
+
+FILE_HEADERS = {
+    "Cache-Control": "private, max-age=31536000, immutable",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
@@ -109,3 +111,33 @@ _ALWAYS: dict[str, set[str]] = {
     "IN_PROGRESS": set(),
     "COMPLETED": {"error", "error_type"},
 }
+
+
+def fal_webhook_payload(
+    record: JobRecord, base_url: str, render: Callable[[Any], Any], *, max_payload_bytes: int
+) -> dict[str, Any]:
+    """fal's webhook body (protocol.md §4): OK with the output, or ERROR with the error body as payload.
+
+    A payload over `max_payload_bytes` is sent as `payload: null` with `payload_error`, as fal does for
+    payloads it cannot send; the result itself stays available at the request's response URL.
+    """
+    outcome = record.outcome
+    if outcome is None:
+        raise ValueError(f"{record.request_id} has not finished")
+    message: dict[str, Any] = {"request_id": record.request_id, "gateway_request_id": record.request_id}
+    if outcome.status_code == 200:
+        message["status"] = "OK"
+    else:
+        message.update(status="ERROR", error=f"Invalid status code: {outcome.status_code}")
+    payload = render(outcome.body)
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > max_payload_bytes:
+        response_url = request_urls(f"{base_url}/queue", record)["response_url"]
+        message["payload"] = None
+        message["payload_error"] = (
+            f"The payload is {size} bytes, over this server's webhook limit of {max_payload_bytes} bytes; "
+            f"GET it from {response_url}"
+        )
+    else:
+        message["payload"] = payload
+    return message

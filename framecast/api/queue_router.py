@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from framecast.api.auth import require_api_key
 from framecast.api.headers import parse_flag, read_json_body, submit_options
 from framecast.api.protocol import QueueStatus, SubmitResponse, app_path, dump, status_body, submit_body
 from framecast.api.state import AppState, app_state, base_url
@@ -20,7 +21,7 @@ from framecast.store.jobs import CancelOutcome, JobStatus
 QUEUE_PREFIX = "/queue"
 LOGS_QUERY = Query(None, description="Include logs: 1, 0, true or false.")
 
-router = APIRouter(prefix=QUEUE_PREFIX, tags=["queue"])
+router = APIRouter(prefix=QUEUE_PREFIX, tags=["queue"], dependencies=[Depends(require_api_key)])
 State = Annotated[AppState, Depends(app_state)]
 
 

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from framecast.api.auth import require_api_key
 from framecast.api.headers import read_json_body, submit_options
 from framecast.api.state import AppState, app_state, base_url
 
-router = APIRouter(prefix="/run", tags=["run"])
+router = APIRouter(prefix="/run", tags=["run"], dependencies=[Depends(require_api_key)])
 State = Annotated[AppState, Depends(app_state)]
 
 

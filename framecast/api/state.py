@@ -6,10 +6,15 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from framecast.service.auth import Authenticator
 from framecast.service.catalogue import CatalogueService
 from framecast.service.queue import QueueService
+from framecast.service.tokens import TokenSigner
+from framecast.service.uploads import UploadService
+from framecast.service.webhooks import WebhookSender
 from framecast.settings import Settings
 from framecast.store.blobs import BlobStore
+from framecast.store.credentials import CredentialStore
 from framecast.store.jobs import JobStore
 
 
@@ -20,6 +25,11 @@ class AppState:
     blobs: BlobStore
     queue: QueueService
     catalogue: CatalogueService
+    credentials: CredentialStore
+    authenticator: Authenticator
+    uploads: UploadService
+    tokens: TokenSigner
+    webhooks: WebhookSender
 
 
 def app_state(request: Request) -> AppState:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 
 from framecast.inputs.data_uri import parse_data_uri
-from framecast.inputs.errors import FILE_DOWNLOAD_ERROR, InputError
+from framecast.inputs.errors import FILE_DOWNLOAD_ERROR, FILE_TOO_LARGE, InputError
 from framecast.inputs.images import probe_image
 from framecast.inputs.safe_fetch import FetchPolicy, fetch_url
 
@@ -27,12 +27,15 @@ class ResolvedImage:
     height: int
 
 
-async def resolve_image_input(field: str, value: str, *, policy: FetchPolicy, max_image_pixels: int) -> ResolvedImage:
+async def resolve_image_input(
+    field: str, value: str, *, policy: FetchPolicy, max_image_pixels: int, content: bytes | None = None
+) -> ResolvedImage:
     """Obtain and validate the image that ``value`` refers to.
 
     ``data:`` URIs are parsed with ``policy.max_bytes`` and ``policy.allowed_content_types``; ``http``/``https``
-    URLs are downloaded with :func:`fetch_url` under ``policy``. The bytes are then fully decoded by
-    :func:`probe_image` in a worker thread (``max_image_pixels`` caps width x height).
+    URLs are downloaded with :func:`fetch_url` under ``policy``, unless the caller already has the bytes
+    (``content``: a file in our own store that ``value`` names) and only checks them. The bytes are then fully
+    decoded by :func:`probe_image` in a worker thread (``max_image_pixels`` caps width x height).
 
     Raises:
         InputError: bound to ``field`` (``input`` is the value, shortened if long), with the error types of
@@ -41,7 +44,12 @@ async def resolve_image_input(field: str, value: str, *, policy: FetchPolicy, ma
     """
     try:
         scheme = value.split(":", 1)[0].lower() if ":" in value else ""
-        if scheme == "data":
+        if content is not None:
+            if len(content) > policy.max_bytes:
+                raise InputError(
+                    f"the file is larger than the limit of {policy.max_bytes} bytes", error_type=FILE_TOO_LARGE
+                )
+        elif scheme == "data":
             _, content = parse_data_uri(
                 value, max_bytes=policy.max_bytes, allowed_content_types=policy.allowed_content_types
             )

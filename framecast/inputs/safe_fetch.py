@@ -22,7 +22,7 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -194,6 +194,100 @@ async def _fetch(url: str, policy: FetchPolicy) -> FetchedFile:
     raise _download_error(f"too many redirects (more than {policy.max_redirects})")
 
 
+async def post_bytes(
+    url: str, content: bytes, *, headers: Mapping[str, str], policy: FetchPolicy, max_response_bytes: int = 65536
+) -> int:
+    """POST ``content`` to ``url`` under the same address rules as :func:`fetch_url` and return the status code.
+
+    For outgoing webhooks: redirects are not followed (a 3xx is returned as it is), and at most
+    ``max_response_bytes`` of the answer are read, then dropped.
+
+    Raises:
+        InputError: ``file_download_error`` for a refused URL, a network failure or a timeout (messages as in
+            :func:`fetch_url`, naming "the URL").
+    """
+    try:
+        async with asyncio.timeout(policy.total_timeout_s):
+            target = _parse_target(url, policy, what="the URL")
+            addresses = await _resolve(target, policy, what="the URL")
+            return await _post_once(target, addresses, content, headers, policy, max_response_bytes)
+    except TimeoutError:
+        raise _download_error(f"the request took longer than {policy.total_timeout_s:g} s") from None
+    except httpx.TimeoutException:
+        raise _download_error("timed out sending to the URL") from None
+    except httpx.ConnectError:
+        raise _download_error("could not connect to the URL (connection or TLS handshake failed)") from None
+    except (httpx.HTTPError, httpx.InvalidURL, OSError):
+        raise _download_error("the request to the URL failed") from None
+
+
+async def _post_once(
+    target: _Target,
+    addresses: list[str],
+    content: bytes,
+    headers: Mapping[str, str],
+    policy: FetchPolicy,
+    max_response_bytes: int,
+) -> int:
+    request_headers = {
+        **headers,
+        "Host": target.url.netloc.decode("ascii"),
+        "Accept-Encoding": "identity",
+        "Connection": "close",
+        "User-Agent": _USER_AGENT,
+    }
+    for index, address in enumerate(addresses):
+        async with _pinned_client(policy) as client:
+            request = client.build_request(
+                "POST",
+                target.url.copy_with(host=address),
+                headers=request_headers,
+                content=content,
+                extensions=_tls_extensions(target),
+            )
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.ConnectError:
+                if index + 1 < len(addresses):
+                    continue
+                raise
+            try:
+                received = 0
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    if received > max_response_bytes:
+                        break
+                return response.status_code
+            finally:
+                await response.aclose()
+    raise _download_error("could not connect to the host")  # unreachable: addresses is never empty
+
+
+def _tls_extensions(target: _Target) -> dict[str, object]:
+    if target.url.scheme == "https" and not target.is_literal:
+        # We connect to an IP, so tell TLS which name to send (SNI) and to verify the certificate against.
+        return {"sni_hostname": target.host.rstrip(".")}
+    return {}
+
+
+def _pinned_client(policy: FetchPolicy) -> httpx.AsyncClient:
+    """A one-shot client: no proxies from the environment, no redirects, no connection reuse across hosts."""
+    timeout = httpx.Timeout(
+        connect=policy.connect_timeout_s,
+        read=policy.read_timeout_s,
+        write=policy.read_timeout_s,
+        pool=policy.connect_timeout_s,
+    )
+    verify = policy.ssl_context if policy.ssl_context is not None else _default_ssl_context()
+    return httpx.AsyncClient(
+        timeout=timeout,
+        verify=verify,
+        trust_env=False,
+        follow_redirects=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
 def _parse_target(raw: str, policy: FetchPolicy, *, what: str) -> _Target:
     try:
         url = httpx.URL(raw)
@@ -284,27 +378,10 @@ async def _get_once(target: _Target, addresses: list[str], policy: FetchPolicy) 
         "Connection": "close",
         "User-Agent": _USER_AGENT,
     }
-    extensions: dict[str, object] = {}
-    if target.url.scheme == "https" and not target.is_literal:
-        # We connect to an IP, so tell TLS which name to send (SNI) and to verify the certificate against.
-        extensions["sni_hostname"] = target.host.rstrip(".")
-    timeout = httpx.Timeout(
-        connect=policy.connect_timeout_s,
-        read=policy.read_timeout_s,
-        write=policy.read_timeout_s,
-        pool=policy.connect_timeout_s,
-    )
-    verify = policy.ssl_context if policy.ssl_context is not None else _default_ssl_context()
     for index, address in enumerate(addresses):
-        async with httpx.AsyncClient(
-            timeout=timeout,
-            verify=verify,
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        ) as client:
+        async with _pinned_client(policy) as client:
             request = client.build_request(
-                "GET", target.url.copy_with(host=address), headers=headers, extensions=extensions
+                "GET", target.url.copy_with(host=address), headers=headers, extensions=_tls_extensions(target)
             )
             try:
                 response = await client.send(request, stream=True)

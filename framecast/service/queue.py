@@ -19,10 +19,10 @@ import anyio.to_thread
 import pydantic
 
 from framecast.endpoints import EndpointSpec, ImageDimensions
-from framecast.inputs.errors import InputError
+from framecast.inputs.errors import FILE_DOWNLOAD_ERROR, InputError
 from framecast.inputs.resolve import ResolvedImage, resolve_image_input
 from framecast.inputs.safe_fetch import FetchPolicy
-from framecast.store.blobs import BLOB_SCHEME, BlobStore
+from framecast.store.blobs import BLOB_SCHEME, BlobNotFoundError, BlobStore, InvalidKeyError
 from framecast.store.jobs import (
     CancelOutcome,
     JobEvent,
@@ -70,6 +70,7 @@ class SubmitOptions:
     start_timeout_s: float | None = None
     base_url: str | None = None
     webhook_url: str | None = None
+    webhook_format: str = "fal"
     test_fault: str | None = None
 
 
@@ -139,7 +140,7 @@ class QueueService:
         if reason is not None:
             raise EndpointUnavailableError(reason)
 
-        images = await self._resolve_images(spec, request)
+        images = await self._resolve_images(spec, request, base_url=options.base_url)
         request_id = str(uuid.uuid4())
         plan = spec.plan_generation(
             request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()}
@@ -168,6 +169,7 @@ class QueueService:
                 start_deadline_at=(time.time() + options.start_timeout_s) if options.start_timeout_s else None,
                 base_url=options.base_url,
                 webhook_url=options.webhook_url,
+                webhook_format=options.webhook_format,
                 test_fault=options.test_fault,
                 max_attempts=self.max_attempts,
             )
@@ -177,15 +179,12 @@ class QueueService:
                 await self._call(self.blobs.delete, key)
             raise
 
-    async def _resolve_images(self, spec: EndpointSpec, request: pydantic.BaseModel) -> dict[str, ResolvedImage]:
+    async def _resolve_images(
+        self, spec: EndpointSpec, request: pydantic.BaseModel, *, base_url: str | None
+    ) -> dict[str, ResolvedImage]:
         names = [name for name in spec.image_fields if getattr(request, name, None) is not None]
         results = await asyncio.gather(
-            *(
-                resolve_image_input(
-                    name, getattr(request, name), policy=self.fetch_policy, max_image_pixels=self.max_image_pixels
-                )
-                for name in names
-            ),
+            *(self._resolve_image(name, getattr(request, name), base_url=base_url) for name in names),
             return_exceptions=True,
         )
         errors: list[dict[str, Any]] = []
@@ -207,6 +206,31 @@ class QueueService:
         if errors:
             raise InvalidInputError(errors)
         return images
+
+    async def _resolve_image(self, name: str, value: str, *, base_url: str | None) -> ResolvedImage:
+        content = None
+        if base_url is not None:
+            content = await self._call(self._own_file, value, base_url=base_url)
+        return await resolve_image_input(
+            name, value, policy=self.fetch_policy, max_image_pixels=self.max_image_pixels, content=content
+        )
+
+    def _own_file(self, url: str, *, base_url: str) -> bytes | None:
+        """The bytes behind one of our own file URLs (an upload), or None when `url` is not ours.
+
+        Read from the blob store: a request to ourselves would be refused by the SSRF rules (loopback).
+        Raises `InputError` when the URL is ours but names no file (expired, or never there).
+        """
+        prefix = f"{base_url.rstrip('/')}/files/"
+        if not url.startswith(prefix):
+            return None
+        key = url[len(prefix) :].split("?", 1)[0].split("#", 1)[0]
+        try:
+            return self.blobs.get_bytes(key)
+        except (BlobNotFoundError, InvalidKeyError):
+            raise InputError(
+                "no such file on this server (uploads expire; upload it again)", error_type=FILE_DOWNLOAD_ERROR
+            ) from None
 
     async def find(self, request_id: str) -> JobRecord | None:
         return await self._call(self.store.get_job, request_id)

@@ -44,6 +44,8 @@ class NewJob:
     start_deadline_at: float | None = None
     base_url: str | None = None
     webhook_url: str | None = None
+    # "fal" (Ed25519-signed fal payload) or "wavespeed" (HMAC-signed task object).
+    webhook_format: str = "fal"
     test_fault: str | None = None
     max_attempts: int = 3
 
@@ -91,6 +93,7 @@ class JobRecord:
     cancel_requested_at: float | None
     base_url: str | None
     webhook_url: str | None
+    webhook_format: str | None
     test_fault: str | None
     outcome: JobOutcome | None
     progress: dict[str, Any] | None

@@ -1,10 +1,9 @@
 """`JobStore` on SQLAlchemy Core: SQLite (WAL) for one machine, PostgreSQL for many.
 
-SQLite has no row locks, so every write transaction starts with
-`BEGIN IMMEDIATE`: writers queue on the database lock (bounded by
-`busy_timeout`) instead of failing half-way. Readers use a deferred BEGIN and
-never block writers under WAL. On PostgreSQL the claim adds
-`FOR UPDATE SKIP LOCKED` so concurrent workers never wait on each other.
+On PostgreSQL the claim adds `FOR UPDATE SKIP LOCKED` so concurrent workers
+never wait on each other. Every way a job finishes goes through `_finish`,
+which also writes the job's webhook delivery into the outbox in the same
+transaction: a result is never committed without its webhook, nor the reverse.
 """
 
 from __future__ import annotations
@@ -12,15 +11,13 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
+from framecast.store.database import SqlDatabase, job_events, jobs, webhook_deliveries, workers
 from framecast.store.jobs import (
     CancelOutcome,
     ClaimedJob,
@@ -39,78 +36,6 @@ from framecast.store.jobs import (
     error_outcome,
 )
 
-SCHEMA_VERSION = 2
-
-metadata = sa.MetaData()
-
-jobs = sa.Table(
-    "jobs",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("endpoint_id", sa.String(200), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("priority", sa.Integer, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("started_at", sa.Float),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("start_deadline_at", sa.Float),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("max_attempts", sa.Integer, nullable=False),
-    sa.Column("worker_id", sa.String(200)),
-    sa.Column("lease_token", sa.String(64)),
-    sa.Column("lease_expires_at", sa.Float),
-    sa.Column("cancel_requested_at", sa.Float),
-    sa.Column("base_url", sa.Text),
-    sa.Column("webhook_url", sa.Text),
-    sa.Column("test_fault", sa.String(200)),
-    sa.Column("outcome_status_code", sa.Integer),
-    sa.Column("outcome_body", sa.Text),
-    sa.Column("outcome_headers", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("error_type", sa.String(64)),
-    sa.Column("inference_time_s", sa.Float),
-    sa.Column("progress", sa.Text),
-    sa.Index("ix_jobs_queue", "status", "endpoint_id", "priority", "seq"),
-)
-
-job_events = sa.Table(
-    "job_events",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("level", sa.String(16), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Index("ix_job_events_request", "request_id", "id"),
-)
-
-workers = sa.Table(
-    "workers",
-    metadata,
-    sa.Column("worker_id", sa.String(200), primary_key=True),
-    sa.Column("endpoint_ids", sa.Text, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    # JSON: endpoint_id -> {engine, weights, device, state, error} (schema version 2).
-    sa.Column("endpoints", sa.Text),
-)
-
-schema_info = sa.Table(
-    "schema_info",
-    metadata,
-    sa.Column("version", sa.Integer, nullable=False),
-)
-
-# Statements that bring a database from version N-1 to N; `create_all` covers a new database.
-# Plain SQL that SQLite and PostgreSQL both accept.
-MIGRATIONS: dict[int, list[str]] = {
-    2: ["ALTER TABLE workers ADD COLUMN endpoints TEXT"],
-}
-
 CANCELLED_OUTCOME = error_outcome(499, "Request was cancelled by the client", "client_cancelled")
 START_TIMEOUT_OUTCOME = error_outcome(
     504,
@@ -120,84 +45,18 @@ START_TIMEOUT_OUTCOME = error_outcome(
 )
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL; None for other databases and in-memory SQLite."""
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
-def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def make(begin_statement: str) -> Engine:
-        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
-
-        @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # Hand transaction control to SQLAlchemy's "begin" event below.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(connection: Connection) -> None:
-            connection.exec_driver_sql(begin_statement)
-
-        return engine
-
-    return make("BEGIN IMMEDIATE"), make("BEGIN")
-
-
 class SqlJobStore:
     """The job store on SQLite or PostgreSQL (chosen by URL)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        if url.startswith("sqlite"):
-            self._writer, self._reader = _sqlite_engines(url)
-        else:
-            self._writer = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
-            self._reader = self._writer
-        self._is_postgres = self._writer.dialect.name == "postgresql"
-        self._migrate()
-
-    def _migrate(self) -> None:
-        with self._writer.begin() as connection:
-            metadata.create_all(connection)
-            version = connection.execute(sa.select(schema_info.c.version)).scalar()
-            if version is None:
-                connection.execute(schema_info.insert().values(version=SCHEMA_VERSION))
-                return
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"the job database has schema version {version}, newer than this framecast ({SCHEMA_VERSION})"
-                )
-            for step_version in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[step_version]:
-                    connection.exec_driver_sql(statement)
-            connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._writer.begin() as connection:
-            yield connection
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._reader.begin() as connection:
-            yield connection
+    def __init__(self, database: SqlDatabase | str) -> None:
+        self.database = database if isinstance(database, SqlDatabase) else SqlDatabase(database)
+        self.url = self.database.url
+        self._is_postgres = self.database.is_postgres
+        self._write = self.database.write
+        self._read = self.database.read
 
     def close(self) -> None:
-        self._writer.dispose()
-        self._reader.dispose()
+        self.database.close()
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -214,6 +73,7 @@ class SqlJobStore:
             "max_attempts": job.max_attempts,
             "base_url": job.base_url,
             "webhook_url": job.webhook_url,
+            "webhook_format": job.webhook_format,
             "test_fault": job.test_fault,
         }
         try:
@@ -275,7 +135,7 @@ class SqlJobStore:
             if record.status is JobStatus.COMPLETED:
                 return CancelOutcome.ALREADY_COMPLETED
             if record.status is JobStatus.IN_QUEUE:
-                self._finish(connection, jobs.c.request_id == request_id, CANCELLED_OUTCOME, now=now)
+                self._finish(connection, request_id, jobs.c.request_id == request_id, CANCELLED_OUTCOME, now=now)
                 _insert_events(connection, request_id, [EventInput("Cancelled while in the queue", created_at=now)])
                 return CancelOutcome.CANCELLATION_REQUESTED
             if record.cancel_requested_at is None:
@@ -378,7 +238,7 @@ class SqlJobStore:
         self, request_id: str, lease_token: str, outcome: JobOutcome, *, now: float, events: Sequence[EventInput] = ()
     ) -> bool:
         with self._write() as connection:
-            done = self._finish(connection, self._fenced(request_id, lease_token), outcome, now=now)
+            done = self._finish(connection, request_id, self._fenced(request_id, lease_token), outcome, now=now)
             if done:
                 _insert_events(connection, request_id, events)
             return done
@@ -403,8 +263,15 @@ class SqlJobStore:
             return bool(result.rowcount)
 
     def _finish(
-        self, connection: Connection, where: sa.ColumnElement[bool], outcome: JobOutcome, *, now: float
+        self,
+        connection: Connection,
+        request_id: str,
+        where: sa.ColumnElement[bool],
+        outcome: JobOutcome,
+        *,
+        now: float,
     ) -> bool:
+        """Make the job COMPLETED with `outcome` if `where` still holds, and queue its webhook."""
         result = connection.execute(
             jobs.update()
             .where(where)
@@ -421,7 +288,24 @@ class SqlJobStore:
                 inference_time_s=outcome.inference_time_s,
             )
         )
-        return bool(result.rowcount)
+        if not result.rowcount:
+            return False
+        hook = connection.execute(
+            sa.select(jobs.c.webhook_url, jobs.c.webhook_format).where(jobs.c.request_id == request_id)
+        ).first()
+        if hook is not None and hook.webhook_url:
+            connection.execute(
+                webhook_deliveries.insert().values(
+                    request_id=request_id,
+                    url=hook.webhook_url,
+                    format=hook.webhook_format or "fal",
+                    created_at=now,
+                    next_attempt_at=now,
+                    attempts=0,
+                    state="pending",
+                )
+            )
+        return True
 
     def reap(self, *, now: float, is_worker_alive: WorkerLiveness) -> ReapReport:
         requeued: list[str] = []
@@ -438,7 +322,7 @@ class SqlJobStore:
             ).scalars()
             for request_id in list(late):
                 where = sa.and_(jobs.c.request_id == request_id, jobs.c.status == JobStatus.IN_QUEUE.value)
-                if self._finish(connection, where, START_TIMEOUT_OUTCOME, now=now):
+                if self._finish(connection, request_id, where, START_TIMEOUT_OUTCOME, now=now):
                     _insert_events(connection, request_id, [EventInput("Start timeout expired in the queue", "ERROR")])
                     expired.append(request_id)
 
@@ -454,14 +338,14 @@ class SqlJobStore:
                 fence = self._fenced(request_id, row["lease_token"])
                 worker = row["worker_id"]
                 if row["cancel_requested_at"] is not None:
-                    if self._finish(connection, fence, CANCELLED_OUTCOME, now=now):
+                    if self._finish(connection, request_id, fence, CANCELLED_OUTCOME, now=now):
                         cancelled.append(request_id)
                 elif row["attempts"] >= row["max_attempts"]:
                     message = (
                         f"The worker running this request was lost {row['attempts']} times (last: {worker}); giving up"
                     )
                     outcome = error_outcome(503, message, "runner_disconnected")
-                    if self._finish(connection, fence, outcome, now=now):
+                    if self._finish(connection, request_id, fence, outcome, now=now):
                         _insert_events(connection, request_id, [EventInput(message, "ERROR", created_at=now)])
                         failed.append(request_id)
                 else:
@@ -578,6 +462,7 @@ def _to_record(row: sa.RowMapping) -> JobRecord:
         cancel_requested_at=row["cancel_requested_at"],
         base_url=row["base_url"],
         webhook_url=row["webhook_url"],
+        webhook_format=row["webhook_format"],
         test_fault=row["test_fault"],
         outcome=outcome,
         progress=json.loads(row["progress"]) if row["progress"] else None,

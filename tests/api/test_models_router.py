@@ -16,7 +16,7 @@ from framecast.endpoints import build_catalogue
 from framecast.settings import Settings
 from framecast.store.jobs import WorkerEndpoint, WorkerRecord
 from framecast.store.sql_jobs import SqlJobStore
-from tests.api.conftest import png_uri
+from tests.api.conftest import make_api_key, png_uri
 
 pytestmark = pytest.mark.anyio
 CATALOGUE = build_catalogue()
@@ -45,7 +45,9 @@ def client_factory(tmp_path: Path, store: SqlJobStore) -> Callable[..., AsyncIte
             bindings=bindings or [],
             readiness=(lambda _endpoint: None) if ready_all else None,
         )
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        headers = {"Authorization": f"Key {make_api_key(store)}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
             yield client
 
     return factory

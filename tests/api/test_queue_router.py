@@ -14,7 +14,7 @@ from framecast.app import create_app
 from framecast.settings import Settings
 from framecast.store.jobs import JobOutcome
 from framecast.store.sql_jobs import SqlJobStore
-from tests.api.conftest import png_uri
+from tests.api.conftest import make_api_key, png_uri
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +31,8 @@ def store(tmp_path: Path) -> SqlJobStore:
 async def make_client(tmp_path: Path, store: SqlJobStore, ready: bool = True) -> httpx.AsyncClient:
     settings = Settings(data_dir=tmp_path, public_url="https://gpu.example.com")
     app = create_app(settings, store=store, readiness=lambda _endpoint: None if ready else "no worker: start one")
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    headers = {"Authorization": f"Key {make_api_key(store)}"}
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers)
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ async def test_bad_headers_are_400(client: httpx.AsyncClient) -> None:
 
 
 async def test_oversized_body_is_413(tmp_path: Path, store: SqlJobStore) -> None:
-    settings = Settings(data_dir=tmp_path, max_body_bytes=1000)
+    settings = Settings(data_dir=tmp_path, max_body_bytes=1000, auth=False)
     app = create_app(settings, store=store, readiness=lambda _endpoint: None)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         response = await client.post("/queue/fal-ai/wan-i2v", json=wan_input(prompt="x" * 5000))

@@ -63,7 +63,8 @@ def fal(server: FramecastServer) -> ModuleType:
     fal_client reads them at import time, so nothing may import it before this fixture.
     """
     assert "fal_client" not in sys.modules, "fal_client was imported before its environment was set"
-    os.environ["FAL_KEY"] = "test-key"
+    assert server.api_key is not None
+    os.environ["FAL_KEY"] = server.api_key
     os.environ["FAL_QUEUE_RUN_HOST"] = f"localhost:{server.port}/queue"
     os.environ["FAL_RUN_HOST"] = f"localhost:{server.port}/run"
     os.environ["SSL_CERT_FILE"] = str(server.ca_path)

@@ -64,6 +64,7 @@ class FramecastServer:
         workers: int = 1,
         extra_arguments: list[str] | None = None,
         log_path: Path | None = None,
+        create_key: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.ca_path, self.cert_path, self.key_path = certificates
@@ -72,13 +73,32 @@ class FramecastServer:
         self.extra_arguments = extra_arguments or []
         self.log_path = log_path or data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # Made with the real `framecast keys create` before the first start; kept across restarts.
+        self.api_key: str | None = None
+        self.create_key = create_key
 
     @property
     def url(self) -> str:
         return f"https://localhost:{self.port}"
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=str(self.ca_path), timeout=30)
+    def client(self, *, authenticated: bool = True) -> httpx.Client:
+        headers = {"Authorization": f"Key {self.api_key}"} if authenticated and self.api_key else {}
+        return httpx.Client(base_url=self.url, verify=str(self.ca_path), timeout=30, headers=headers)
+
+    def create_api_key(self, name: str = "tests") -> str:
+        """A new key from the real CLI, against this server's database; the CLI prints only the key."""
+        completed = subprocess.run(
+            [sys.executable, "-m", "framecast", "keys", "create", "--name", name, "--data-dir", str(self.data_dir),
+             "--quiet", *self.database_arguments()],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        return completed.stdout.strip()
+
+    def database_arguments(self) -> list[str]:
+        for index, argument in enumerate(self.extra_arguments):
+            if argument == "--db":
+                return ["--db", self.extra_arguments[index + 1]]
+        return []
 
     def start(self) -> FramecastServer:
         arguments = [
@@ -95,6 +115,8 @@ class FramecastServer:
             "--torch-threads", "1",
             *self.extra_arguments,
         ]  # fmt: skip
+        if self.api_key is None and self.create_key and "--no-auth" not in self.extra_arguments:
+            self.api_key = self.create_api_key()
         environment = {key: value for key, value in os.environ.items() if not key.startswith("FRAMECAST_")}
         environment["HF_HUB_OFFLINE"] = "1"
         log = self.log_path.open("ab")
@@ -129,6 +151,9 @@ class FramecastServer:
     def worker_pids(self) -> list[int]:
         health = self.health() or {"workers": []}
         return [int(worker["worker_id"].split(":")[1]) for worker in health["workers"]]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL the server process only; its workers must notice and die on their own."""

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from framecast.store.database import SCHEMA_VERSION
 from framecast.store.jobs import WorkerEndpoint, WorkerRecord
-from framecast.store.sql_jobs import SCHEMA_VERSION, SqlJobStore
+from framecast.store.sql_jobs import SqlJobStore
 
 VERSION_1_WORKERS = """
 CREATE TABLE workers (
