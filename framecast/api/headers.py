@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
@@ -52,12 +53,28 @@ def parse_start_timeout(request: Request) -> float | None:
     return None
 
 
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+def parse_webhook_url(value: str | None, *, name: str = "fal_webhook") -> str | None:
+    """An absolute http(s) URL, or a `BadHeaderError` now rather than a delivery that can never work.
+
+    Where it points is checked at each delivery (public addresses only), since DNS can change meanwhile.
+    """
+    if value is None:
+        return None
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(value) > MAX_WEBHOOK_URL_CHARS:
+        raise BadHeaderError(f"{name} must be an absolute http(s) URL of at most {MAX_WEBHOOK_URL_CHARS} characters")
+    return value
+
+
 def submit_options(request: Request, *, base_url: str, allow_test_faults: bool) -> SubmitOptions:
     return SubmitOptions(
         priority=parse_priority(request.headers.get("x-fal-queue-priority")),
         start_timeout_s=parse_start_timeout(request),
         base_url=base_url,
-        webhook_url=request.query_params.get("fal_webhook"),
+        webhook_url=parse_webhook_url(request.query_params.get("fal_webhook")),
         test_fault=request.headers.get("x-framecast-test-fault") if allow_test_faults else None,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from framecast.store.jobs import JobOutcome, JobRecord, JobStatus
 
 API_PREFIX = "/api/v3"
 SUCCESS = "success"
+DataT = TypeVar("DataT")
 # The fields of an output body that are not output files: `metadata` names the engine (never an output).
 NON_OUTPUT_FIELDS = frozenset({"metadata"})
 MEDIA_TYPES = ("image", "video", "audio")
@@ -50,10 +51,12 @@ class Task(BaseModel):
     metadata: dict[str, Any] | None = Field(None, description=METADATA_DESCRIPTION)
 
 
-class TaskResponse(BaseModel):
+class Envelope(BaseModel, Generic[DataT]):
+    """Every WaveSpeed answer: `{"code", "message", "data"}`."""
+
     code: int = 200
     message: str = SUCCESS
-    data: Task
+    data: DataT
 
 
 class ErrorResponse(BaseModel):
@@ -67,12 +70,6 @@ class MediaUpload(BaseModel):
     download_url: str = Field(..., description="Where the file is; usable as an input URL on this server.")
     filename: str
     size: int
-
-
-class MediaUploadResponse(BaseModel):
-    code: int = 200
-    message: str = SUCCESS
-    data: MediaUpload
 
 
 class UploadTicketRequest(BaseModel):
@@ -96,20 +93,14 @@ class UploadTicket(BaseModel):
     download_url: str
 
 
-class UploadTicketResponse(BaseModel):
-    code: int = 200
-    message: str = SUCCESS
-    data: UploadTicket
-
-
 class WebhookSecret(BaseModel):
     secret: str = Field(..., description="whsec_<key>; the HMAC key is the part after the prefix, as text.")
 
 
-class WebhookSecretResponse(BaseModel):
-    code: int = 200
-    message: str = SUCCESS
-    data: WebhookSecret
+TaskResponse = Envelope[Task]
+MediaUploadResponse = Envelope[MediaUpload]
+UploadTicketResponse = Envelope[UploadTicket]
+WebhookSecretResponse = Envelope[WebhookSecret]
 
 
 def envelope(data: Any) -> dict[str, Any]:

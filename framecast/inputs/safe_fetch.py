@@ -17,12 +17,13 @@ than re-implementing ``inet_aton``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -229,9 +230,30 @@ async def _post_once(
     policy: FetchPolicy,
     max_response_bytes: int,
 ) -> int:
+    async with _open_pinned("POST", target, addresses, headers, policy, content=content) as response:
+        received = 0
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if received > max_response_bytes:
+                break
+        return response.status_code
+
+
+@contextlib.asynccontextmanager
+async def _open_pinned(
+    method: str,
+    target: _Target,
+    addresses: list[str],
+    headers: Mapping[str, str],
+    policy: FetchPolicy,
+    *,
+    content: bytes | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """One request to the first validated address that accepts a connection; the response streams until exit."""
     request_headers = {
         **headers,
         "Host": target.url.netloc.decode("ascii"),
+        # Raw bytes only: a compressed body could expand far beyond max_bytes inside a single chunk.
         "Accept-Encoding": "identity",
         "Connection": "close",
         "User-Agent": _USER_AGENT,
@@ -239,7 +261,7 @@ async def _post_once(
     for index, address in enumerate(addresses):
         async with _pinned_client(policy) as client:
             request = client.build_request(
-                "POST",
+                method,
                 target.url.copy_with(host=address),
                 headers=request_headers,
                 content=content,
@@ -252,14 +274,10 @@ async def _post_once(
                     continue
                 raise
             try:
-                received = 0
-                async for chunk in response.aiter_raw():
-                    received += len(chunk)
-                    if received > max_response_bytes:
-                        break
-                return response.status_code
+                yield response
             finally:
                 await response.aclose()
+            return
     raise _download_error("could not connect to the host")  # unreachable: addresses is never empty
 
 
@@ -370,30 +388,9 @@ async def _system_resolver(host: str, port: int) -> list[str]:
 
 async def _get_once(target: _Target, addresses: list[str], policy: FetchPolicy) -> FetchedFile | httpx.URL:
     """One GET to the first reachable validated address; returns the body, or the next URL for a redirect."""
-    headers = {
-        "Host": target.url.netloc.decode("ascii"),
-        "Accept": ", ".join(sorted(policy.allowed_content_types)),
-        # Raw bytes only: a compressed body could expand far beyond max_bytes inside a single chunk.
-        "Accept-Encoding": "identity",
-        "Connection": "close",
-        "User-Agent": _USER_AGENT,
-    }
-    for index, address in enumerate(addresses):
-        async with _pinned_client(policy) as client:
-            request = client.build_request(
-                "GET", target.url.copy_with(host=address), headers=headers, extensions=_tls_extensions(target)
-            )
-            try:
-                response = await client.send(request, stream=True)
-            except httpx.ConnectError:
-                if index + 1 < len(addresses):
-                    continue
-                raise
-            try:
-                return await _read_response(response, target, policy)
-            finally:
-                await response.aclose()
-    raise _download_error("could not connect to the host")  # unreachable: addresses is never empty
+    accept = {"Accept": ", ".join(sorted(policy.allowed_content_types))}
+    async with _open_pinned("GET", target, addresses, accept, policy) as response:
+        return await _read_response(response, target, policy)
 
 
 async def _read_response(response: httpx.Response, target: _Target, policy: FetchPolicy) -> FetchedFile | httpx.URL:

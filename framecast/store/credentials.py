@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -87,15 +87,7 @@ class SqlCredentialStore:
                 taken = connection.execute(sa.select(api_keys.c.key_id).where(api_keys.c.name == record.name)).first()
                 if taken is not None:
                     raise DuplicateKeyNameError(record.name)
-                connection.execute(
-                    api_keys.insert().values(
-                        key_id=record.key_id,
-                        name=record.name,
-                        secret_sha256=record.secret_sha256,
-                        created_at=record.created_at,
-                        revoked_at=record.revoked_at,
-                    )
-                )
+                connection.execute(api_keys.insert().values(**asdict(record)))
         except sa.exc.IntegrityError as error:
             raise DuplicateKeyNameError(record.name) from error
 
@@ -118,15 +110,7 @@ class SqlCredentialStore:
 
     def add_signing_key(self, record: SigningKeyRecord) -> None:
         with self.database.write() as connection:
-            connection.execute(
-                signing_keys.insert().values(
-                    kid=record.kid,
-                    algorithm=record.algorithm,
-                    private_key=record.private_key,
-                    created_at=record.created_at,
-                    retired_at=record.retired_at,
-                )
-            )
+            connection.execute(signing_keys.insert().values(**asdict(record)))
 
     def list_signing_keys(self) -> list[SigningKeyRecord]:
         with self.database.read() as connection:

@@ -7,7 +7,7 @@ deletes what has expired from whichever blob store is configured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -45,15 +45,7 @@ class SqlUploadLedger:
     def record_upload(self, record: UploadRecord) -> None:
         with self.database.write() as connection:
             connection.execute(uploads.delete().where(uploads.c.key == record.key))
-            connection.execute(
-                uploads.insert().values(
-                    key=record.key,
-                    created_at=record.created_at,
-                    expires_at=record.expires_at,
-                    size_bytes=record.size_bytes,
-                    content_type=record.content_type,
-                )
-            )
+            connection.execute(uploads.insert().values(**asdict(record)))
 
     def expired_uploads(self, *, now: float, limit: int) -> list[UploadRecord]:
         with self.database.read() as connection:

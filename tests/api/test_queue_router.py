@@ -128,3 +128,10 @@ async def test_oversized_body_is_413(tmp_path: Path, store: SqlJobStore) -> None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         response = await client.post("/queue/fal-ai/wan-i2v", json=wan_input(prompt="x" * 5000))
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("hook", ["ftp://example.com/x", "/relative", "https://", "https://example.com/" + "x" * 2048])
+async def test_a_webhook_that_can_never_be_delivered_is_refused_at_submit(client: httpx.AsyncClient, hook: str) -> None:
+    response = await client.post("/queue/fal-ai/wan-i2v", params={"fal_webhook": hook}, json=wan_input())
+    assert response.status_code == 400
+    assert "fal_webhook must be an absolute http(s) URL" in response.json()["detail"]

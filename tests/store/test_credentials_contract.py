@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +15,6 @@ from framecast.store.credentials import (
     active_signing_keys,
 )
 from framecast.store.database import SqlDatabase
-
-
-@pytest.fixture(params=["sqlite"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDatabase]:
-    instance = SqlDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield instance
-    instance.close()
 
 
 @pytest.fixture

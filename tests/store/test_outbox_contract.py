@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from framecast.store.database import SqlDatabase
@@ -14,13 +11,6 @@ from framecast.store.sql_jobs import SqlJobStore
 
 NOW = 1_000_000.0
 HOOK = "https://hooks.example.com/fal?x=1"
-
-
-@pytest.fixture(params=["sqlite"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDatabase]:
-    instance = SqlDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield instance
-    instance.close()
 
 
 @pytest.fixture

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from framecast.store.database import SqlDatabase
 from framecast.store.uploads import SqlUploadLedger, UploadLedger, UploadRecord
 
 
-@pytest.fixture(params=["sqlite"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UploadLedger]:
-    database = SqlDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield SqlUploadLedger(database)
-    database.close()
+@pytest.fixture
+def ledger(database: SqlDatabase) -> UploadLedger:
+    return SqlUploadLedger(database)
 
 
 def test_expired_uploads_come_oldest_first_and_are_forgotten(ledger: UploadLedger) -> None:
