@@ -25,6 +25,7 @@ from framecast.api.storage_router import build_storage_router
 from framecast.api.wavespeed_router import build_wavespeed_router, wavespeed_webhook_payload
 from framecast.bindings import ModelBinding
 from framecast.inputs.safe_fetch import FetchPolicy
+from framecast.relay.worker import RelayWorker
 from framecast.service.auth import Authenticator
 from framecast.service.catalogue import CatalogueService
 from framecast.service.queue import EndpointReadiness, QueueService
@@ -128,6 +129,8 @@ def create_app(
         max_attempts=settings.max_attempts,
         max_status_logs=settings.max_status_logs,
         readiness=readiness if readiness is not None else catalogue.readiness,
+        # Closed endpoints are planned in the terms of the engine that serves them (the one /models shows).
+        bound_engine=lambda endpoint_id: catalogue.status(endpoint_id).engine,
     )
 
     payloads: dict[str, PayloadBuilder] = {
@@ -154,6 +157,20 @@ def create_app(
         default_base_url=settings.public_url,
     )
 
+    relay_bindings = [binding for binding in catalogue.bindings.values() if binding.is_relay]
+    relay = (
+        RelayWorker(
+            store=job_store,
+            blobs=blob_store,
+            bindings=relay_bindings,
+            lease_s=settings.lease_s,
+            cancel_grace_s=settings.cancel_grace_s,
+            tmp_dir=settings.tmp_dir,
+        )
+        if relay_bindings
+        else None
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # The JWKS is never empty, and every replica signs with the same key.
@@ -163,6 +180,9 @@ def create_app(
             asyncio.create_task(webhooks.run_forever(WEBHOOK_POLL_INTERVAL_S)),
             asyncio.create_task(sweep_uploads_forever(uploads, UPLOAD_SWEEP_INTERVAL_S)),
         ]
+        if relay is not None:
+            # Relayed endpoints wait on the network, not a GPU: the API process runs them, many at once.
+            tasks.append(asyncio.create_task(relay.run_forever(settings.poll_interval_s)))
         try:
             yield
         finally:

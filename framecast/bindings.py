@@ -17,7 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from framecast.engines.names import ENGINE_NAMES, ENGINE_OPTIONS, WEIGHT_OPTION_KEYS, parse_engine_options
+from framecast.engines.names import (
+    BINDING_OPTIONS,
+    ENGINE_NAMES,
+    RELAY_ENGINE,
+    WEIGHT_OPTION_KEYS,
+    parse_engine_options,
+)
 
 PROFILES = ("default", "tiny")
 DATA_DIR_VARIABLE = "${data_dir}"
@@ -40,6 +46,11 @@ class ModelBinding:
     # Test-only: tiny models render at this fraction of the documented size, and say so.
     render_scale: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_relay(self) -> bool:
+        """Relayed to an upstream server (`weights` is its queue URL): run by the API, not a GPU worker."""
+        return self.engine == RELAY_ENGINE
 
     @property
     def weights_are_local(self) -> bool:
@@ -129,8 +140,19 @@ def load_bindings_file(
         dtype = entry.dtype or parsed.defaults.dtype
         if dtype not in DTYPES:
             problems.append(f"endpoints.{endpoint_id!r}.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-        weights = _resolve_weights(entry.weights, data_dir=data_dir, base=path.parent)
         options = dict(entry.options)
+        if entry.engine == RELAY_ENGINE:
+            weights = entry.weights.rstrip("/")
+            if not weights.startswith(("https://", "http://")):
+                problems.append(
+                    f"endpoints.{endpoint_id!r}.weights: a relay's weights is the upstream queue URL "
+                    f"(e.g. https://queue.fal.run), not {entry.weights!r}"
+                )
+            if isinstance(options.get("ca_file"), str):
+                ca_file = Path(options["ca_file"].replace(DATA_DIR_VARIABLE, str(data_dir))).expanduser()
+                options["ca_file"] = str(ca_file if ca_file.is_absolute() else (path.parent / ca_file).resolve())
+        else:
+            weights = _resolve_weights(entry.weights, data_dir=data_dir, base=path.parent)
         if known_engines is not None and entry.engine in known_engines:
             problems.extend(_option_problems(endpoint_id, entry.engine, options))
         for key in WEIGHT_OPTION_KEYS:
@@ -174,8 +196,10 @@ def _option_problems(endpoint_id: str, engine: str, options: dict[str, Any]) -> 
 
 def weight_sources(binding: ModelBinding) -> dict[str, str]:
     """Every weights source of `binding`: {"pipeline": weights, component: source...} (repo ids or dirs)."""
+    if binding.is_relay:
+        return {}
     sources = {"pipeline": binding.weights}
-    if binding.engine in ENGINE_OPTIONS:
+    if binding.engine in BINDING_OPTIONS:
         sources.update(parse_engine_options(binding.engine, binding.options).weight_sources())
     return sources
 

@@ -282,7 +282,11 @@ def serve(settings: Settings) -> int:
     if settings.allow_private_fetch:
         logger.warning("--allow-private-fetch is on: input URLs may reach loopback and private networks.")
     app = create_app(settings)
-    supervisor = WorkerSupervisor(settings, settings.workers)
+    local = [binding for binding in app.state.framecast.catalogue.bindings.values() if not binding.is_relay]
+    workers = settings.workers if local else 0
+    if workers != settings.workers:
+        logger.info("every bound endpoint is relayed: no GPU worker is started")
+    supervisor = WorkerSupervisor(settings, workers)
     supervisor.start()
     config = uvicorn.Config(
         app,
@@ -313,10 +317,12 @@ def run_worker(settings: Settings) -> int:
         die_with_parent(int(supervisor_pid))
     configure_logging(settings.log_level)
     store = SqlJobStore(settings.database_url)
+    bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
     worker = Worker(
         store=store,
         blobs=LocalBlobStore(settings.files_dir),
-        bindings=resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device),
+        # Relayed endpoints are run by the API process (framecast.relay), never by a GPU worker.
+        bindings=[binding for binding in bindings if not binding.is_relay],
         config=WorkerConfig(
             lease_s=settings.lease_s,
             cancel_grace_s=settings.cancel_grace_s,

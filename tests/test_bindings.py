@@ -32,10 +32,11 @@ def test_shipped_profiles_load(profile: str, tmp_path: Path) -> None:
     assert profile_path(profile).is_file()
 
 
-def test_tiny_profile_binds_every_open_endpoint_into_the_data_dir(tmp_path: Path) -> None:
+def test_tiny_profile_binds_every_endpoint_into_the_data_dir(tmp_path: Path) -> None:
     bindings = {binding.endpoint_id: binding for binding in resolve_bindings("tiny", data_dir=tmp_path)}
-    open_endpoints = {endpoint_id for endpoint_id, spec in build_catalogue().items() if spec.kind == "open"}
-    assert set(bindings) == open_endpoints
+    # Open endpoints on their own engines, closed ones mapped onto a local engine (none relayed).
+    assert set(bindings) == set(build_catalogue())
+    assert not any(binding.is_relay for binding in bindings.values())
     tiny_dir = tmp_path / "models" / "tiny"
     # Every tiny recipe serves some endpoint, and every binding points at a recipe's directory.
     assert {Path(binding.weights) for binding in bindings.values()} == {tiny_dir / name for name in RECIPES}
@@ -141,3 +142,25 @@ def test_bad_files_are_refused_with_the_entry_named(tmp_path: Path, text: str, m
 def test_unknown_profile_or_missing_file(tmp_path: Path) -> None:
     with pytest.raises(BindingsError, match="neither a built-in profile"):
         resolve_bindings(str(tmp_path / "missing.toml"), data_dir=tmp_path)
+
+
+def test_a_relay_binding_needs_an_upstream_url_and_no_weights(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "relay.toml",
+        '[endpoints."fal-ai/veo2/image-to-video"]\nengine = "relay"\nweights = "https://queue.fal.run/"\n'
+        'options = { key_env = "MY_FAL_KEY", ca_file = "certs/ca.pem" }\n',
+    )
+    (binding,) = load_bindings_file(path, data_dir=tmp_path, known_engines=set(ENGINE_NAMES))
+    assert binding.is_relay and binding.weights == "https://queue.fal.run"
+    assert binding.options == {"key_env": "MY_FAL_KEY", "ca_file": str(tmp_path / "certs" / "ca.pem")}
+    assert weight_sources(binding) == {}, "nothing to pull or check"
+
+    bad = write(
+        tmp_path / "bad.toml",
+        '[endpoints."fal-ai/veo2/image-to-video"]\nengine = "relay"\nweights = "queue.fal.run"\n'
+        "options = { poll_interval_s = 0 }\n",
+    )
+    with pytest.raises(BindingsError) as raised:
+        load_bindings_file(bad, data_dir=tmp_path, known_engines=set(ENGINE_NAMES))
+    assert "a relay's weights is the upstream queue URL" in str(raised.value)
+    assert "options.poll_interval_s" in str(raised.value)

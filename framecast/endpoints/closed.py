@@ -2,13 +2,17 @@
 
 Their schemas are served exactly. A relay forwards the validated input as it is;
 these plans translate it for the case where an operator maps the endpoint to a
-local open engine, and every option such an engine cannot honour becomes a note
-in the job's log.
+local open engine (docs/closed-models.md). Each plan reads the closed request in
+engine-neutral terms (`ClosedRequest`: seconds, size, guidance relative to the
+closed model's default), and `map_onto` puts that in the bound engine's terms:
+frames at the engine's frame rate, its steps, its guidance. Every option the
+engine cannot honour becomes a WARN line in the job's log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from framecast.endpoints.sizing import frames_for_duration, parse_duration_s, video_size
@@ -20,6 +24,7 @@ from framecast.endpoints.spec import (
     unknown_field_notes,
     unsupported_option_note,
 )
+from framecast.engines.names import EngineTraits
 from framecast.schemas.kling import (
     KlingImageToVideoInput,
     KlingOutput,
@@ -38,61 +43,92 @@ from framecast.schemas.pixverse import (
 from framecast.schemas.seedance import SeedanceImageToVideoInput, SeedanceOutput
 from framecast.schemas.veo import Veo2ImageToVideoInput, Veo2Output
 
-# The frame rate of the hosted models' output; a mapped engine renders this many frames per second of duration.
-CLOSED_FRAMES_PER_SECOND = 24
-# Steps for the local engine an operator maps a closed endpoint to (Wan 2.1's default).
-MAPPED_STEPS = 30
+# Hailuo-02 Pro makes 6 s of 1080p and has no size or duration fields.
 HAILUO_DURATION_S = 6
-# Kling's cfg_scale runs 0-1; a diffusion engine's guidance runs about 1-10 (0.5 -> 5.5, near Wan's 5).
-KLING_GUIDANCE_PER_CFG = 9.0
+HAILUO_RESOLUTION = "1080p"
+# Kling's cfg_scale runs 0-1 and defaults to 0.5; its default maps to the engine's default guidance.
+KLING_DEFAULT_CFG = 0.5
 KLING_RESOLUTION = "720p"
 VEO_RESOLUTION = "720p"
+# The closed schemas' names for the video's last frame. An engine that cannot take a last frame drops it with a
+# WARN naming the field, instead of failing the job (an open first-last-frame endpoint fails: it exists for that).
+LAST_IMAGE_FIELDS = ("tail_image_url", "end_image_url", "last_image_url")
+NOTE_TEXT_LIMIT = 60
 
 
-def mapped_generation(
-    *,
-    prompt: str,
-    size: tuple[int, int],
-    duration_s: float,
-    seed: int | None = None,
-    negative_prompt: str = "",
-    num_frames: int | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    width, height = size
-    return {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "width": width,
-        "height": height,
-        "num_frames": num_frames or frames_for_duration(duration_s, CLOSED_FRAMES_PER_SECOND),
-        "frames_per_second": CLOSED_FRAMES_PER_SECOND,
-        "num_inference_steps": MAPPED_STEPS,
-        "seed": choose_seed(seed),
-        **extra,
-    }
+@dataclass(frozen=True)
+class ClosedRequest:
+    """A closed model's request in engine-neutral terms, with the notes the closed schema itself gives."""
+
+    prompt: str
+    size: tuple[int, int]
+    duration_s: float
+    notes: list[str]
+    seed: int | None = None
+    negative_prompt: str = ""
+    # An exact frame count (Seedance's `num_frames`); otherwise the duration at the engine's frame rate.
+    num_frames: int | None = None
+    # Guidance relative to the closed model's default: 1 = the engine's default guidance, 0 = none (guidance 1).
+    relative_guidance: float = 1.0
 
 
-def plan_veo2(request: Veo2ImageToVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+def shorten(text: str) -> str:
+    return text if len(text) <= NOTE_TEXT_LIMIT else text[: NOTE_TEXT_LIMIT - 1] + "…"
+
+
+def map_onto(closed: ClosedRequest, engine: EngineTraits, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+    """`closed` in `engine`'s terms; what the engine does not take is dropped with a note, never silently."""
+    notes = list(closed.notes)
+    prompt, negative_prompt = closed.prompt, closed.negative_prompt
+    if not engine.takes_prompt:
+        consequence = f"{engine.family} takes no text prompt; the video follows the image only"
+        notes.append(unsupported_option_note("prompt", shorten(prompt), consequence))
+        prompt = ""
+    if negative_prompt and not engine.takes_negative_prompt:
+        consequence = f"{engine.family}, as mapped, takes no negative prompt; ignored"
+        notes.append(unsupported_option_note("negative_prompt", shorten(negative_prompt), consequence))
+        negative_prompt = ""
+    options: dict[str, Any] = {}
+    last_image_field = next((name for name in LAST_IMAGE_FIELDS if name in images), None)
+    if last_image_field is not None:
+        options["last_image_field"] = last_image_field
+    width, height = closed.size
+    return GenerationPlan(
+        generation={
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "width": width,
+            "height": height,
+            "num_frames": closed.num_frames or frames_for_duration(closed.duration_s, engine.frames_per_second),
+            "frames_per_second": engine.frames_per_second,
+            "num_inference_steps": engine.num_inference_steps,
+            "guidance_scale": 1.0 + (engine.guidance_scale - 1.0) * closed.relative_guidance,
+            "seed": choose_seed(closed.seed),
+            "options": options,
+        },
+        notes=notes,
+    )
+
+
+def plan_veo2(
+    request: Veo2ImageToVideoInput, images: Mapping[str, ImageDimensions], engine: EngineTraits
+) -> GenerationPlan:
     image = images.get("image_url")
     aspect_ratio = request.aspect_ratio
     if aspect_ratio == "auto_prefer_portrait":
         aspect_ratio = "16:9" if image is not None and image.width > image.height else "9:16"
-    size = video_size(VEO_RESOLUTION, aspect_ratio, image)
-    generation = mapped_generation(prompt=request.prompt, size=size, duration_s=parse_duration_s(request.duration))
-    return GenerationPlan(generation, unknown_field_notes(request))
-
-
-def plan_kling(request: KlingImageToVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
-    aspect_ratio = getattr(request, "aspect_ratio", "auto")
-    size = video_size(KLING_RESOLUTION, aspect_ratio, images.get("image_url"))
-    generation = mapped_generation(
+    closed = ClosedRequest(
         prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        size=size,
+        size=video_size(VEO_RESOLUTION, aspect_ratio, image),
         duration_s=parse_duration_s(request.duration),
-        guidance_scale=1.0 + KLING_GUIDANCE_PER_CFG * request.cfg_scale,
+        notes=unknown_field_notes(request),
     )
+    return map_onto(closed, engine, images)
+
+
+def plan_kling(
+    request: KlingImageToVideoInput, images: Mapping[str, ImageDimensions], engine: EngineTraits
+) -> GenerationPlan:
     notes = unknown_field_notes(request)
     if isinstance(request, KlingV1ImageToVideoInput):
         if request.static_mask_url is not None:
@@ -103,61 +139,85 @@ def plan_kling(request: KlingImageToVideoInput, images: Mapping[str, ImageDimens
                     "dynamic_masks", f"{len(request.dynamic_masks)} masks", "motion brushes are not supported; ignored"
                 )
             )
-    return GenerationPlan(generation, notes)
-
-
-def plan_seedance(request: SeedanceImageToVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
-    size = video_size(request.resolution, request.aspect_ratio, images.get("image_url"))
-    generation = mapped_generation(
+    closed = ClosedRequest(
         prompt=request.prompt,
-        size=size,
+        negative_prompt=request.negative_prompt,
+        # v2.1, v2 and v1 have no aspect_ratio field: they follow the image.
+        size=video_size(KLING_RESOLUTION, getattr(request, "aspect_ratio", "auto"), images.get("image_url")),
         duration_s=parse_duration_s(request.duration),
-        num_frames=request.num_frames,
-        seed=request.seed,
+        relative_guidance=request.cfg_scale / KLING_DEFAULT_CFG,
+        notes=notes,
     )
+    return map_onto(closed, engine, images)
+
+
+def plan_seedance(
+    request: SeedanceImageToVideoInput, images: Mapping[str, ImageDimensions], engine: EngineTraits
+) -> GenerationPlan:
     notes = unknown_field_notes(request)
     if request.camera_fixed:
         notes.append(unsupported_option_note("camera_fixed", True, "the engine has no camera lock; not enforced"))
-    return GenerationPlan(generation, notes)
+    closed = ClosedRequest(
+        prompt=request.prompt,
+        size=video_size(request.resolution, request.aspect_ratio, images.get("image_url")),
+        duration_s=parse_duration_s(request.duration),
+        num_frames=request.num_frames,
+        seed=request.seed,
+        notes=notes,
+    )
+    return map_onto(closed, engine, images)
 
 
-def plan_hailuo(request: HailuoImageToVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
-    # Hailuo-02 Pro makes 6 s of 1080p and has no size or duration fields.
-    size = video_size("1080p", "auto", images.get("image_url"))
-    generation = mapped_generation(prompt=request.prompt, size=size, duration_s=HAILUO_DURATION_S)
+def plan_hailuo(
+    request: HailuoImageToVideoInput, images: Mapping[str, ImageDimensions], engine: EngineTraits
+) -> GenerationPlan:
     notes = unknown_field_notes(request)
     if request.prompt_optimizer:
         notes.append(
             unsupported_option_note("prompt_optimizer", True, "no prompt optimizer is configured; prompt used as given")
         )
-    return GenerationPlan(generation, notes)
-
-
-def plan_pixverse(request: PixverseInputBase, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
-    size = video_size(request.resolution, request.aspect_ratio, None)
-    generation = mapped_generation(
+    closed = ClosedRequest(
         prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        size=size,
-        duration_s=parse_duration_s(request.duration),
-        seed=request.seed,
+        size=video_size(HAILUO_RESOLUTION, "auto", images.get("image_url")),
+        duration_s=HAILUO_DURATION_S,
+        notes=notes,
     )
+    return map_onto(closed, engine, images)
+
+
+def plan_pixverse(
+    request: PixverseInputBase, images: Mapping[str, ImageDimensions], engine: EngineTraits
+) -> GenerationPlan:
     notes = unknown_field_notes(request)
     if request.style is not None:
         notes.append(unsupported_option_note("style", request.style, "styles are not supported; ignored"))
     camera_movement = getattr(request, "camera_movement", None)
     if camera_movement is not None:
         notes.append(unsupported_option_note("camera_movement", camera_movement, "not supported; ignored"))
-    return GenerationPlan(generation, notes)
+    closed = ClosedRequest(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        size=video_size(request.resolution, request.aspect_ratio, None),
+        duration_s=parse_duration_s(request.duration),
+        seed=request.seed,
+        notes=notes,
+    )
+    return map_onto(closed, engine, images)
 
 
-def plan_luma(request: LumaRay2ImageToVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
-    size = video_size(request.resolution, request.aspect_ratio, None)
-    generation = mapped_generation(prompt=request.prompt, size=size, duration_s=parse_duration_s(request.duration))
+def plan_luma(
+    request: LumaRay2ImageToVideoInput, images: Mapping[str, ImageDimensions], engine: EngineTraits
+) -> GenerationPlan:
     notes = unknown_field_notes(request)
     if request.loop:
         notes.append(unsupported_option_note("loop", True, "loop blending is not supported; the video does not loop"))
-    return GenerationPlan(generation, notes)
+    closed = ClosedRequest(
+        prompt=request.prompt,
+        size=video_size(request.resolution, request.aspect_ratio, None),
+        duration_s=parse_duration_s(request.duration),
+        notes=notes,
+    )
+    return map_onto(closed, engine, images)
 
 
 KLING_EXAMPLE = {

@@ -14,6 +14,7 @@ from framecast.endpoints.spec import (
     choose_seed,
     unknown_field_notes,
 )
+from framecast.engines.names import EngineTraits
 from framecast.schemas.framepack import (
     FramePackFLF2VInput,
     FramePackInput,
@@ -43,7 +44,9 @@ FRAMEPACK_EXAMPLE = {
 
 
 def plan_framepack(
-    request: FramePackInput | WaveSpeedFramePackInput, _images: Mapping[str, ImageDimensions]
+    request: FramePackInput | WaveSpeedFramePackInput,
+    _images: Mapping[str, ImageDimensions],
+    _engine: EngineTraits,
 ) -> GenerationPlan:
     """fal's and WaveSpeed's FramePack inputs share their fields; only steps and true CFG differ."""
     if isinstance(request, WaveSpeedFramePackInput):

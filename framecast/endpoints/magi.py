@@ -12,13 +12,16 @@ from framecast.endpoints.spec import (
     choose_seed,
     unknown_field_notes,
 )
+from framecast.engines.names import EngineTraits
 from framecast.schemas.magi import MagiImageToVideoInput, MagiOutput
 
 # MAGI-1 generates 24 fps video in chunks of 24 frames.
 MAGI_FRAMES_PER_SECOND = 24
 
 
-def plan_magi(request: MagiImageToVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+def plan_magi(
+    request: MagiImageToVideoInput, images: Mapping[str, ImageDimensions], _engine: EngineTraits
+) -> GenerationPlan:
     width, height = video_size(request.resolution, request.aspect_ratio, images.get("image_url"))
     return GenerationPlan(
         generation={

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from framecast.endpoints.spec import EndpointSpec, GenerationPlan, ImageDimensions, choose_seed, unknown_field_notes
+from framecast.engines.names import EngineTraits
 from framecast.schemas.stable_video import StableVideoInput, StableVideoOutput
 
 # img2vid-xt makes 25 frames at 1024x576 (either orientation), in 25 steps, with guidance rising 1 -> 3.
@@ -14,7 +15,9 @@ SVD_MAX_GUIDANCE = 3.0
 SVD_LANDSCAPE = (1024, 576)
 
 
-def plan_stable_video(request: StableVideoInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+def plan_stable_video(
+    request: StableVideoInput, images: Mapping[str, ImageDimensions], _engine: EngineTraits
+) -> GenerationPlan:
     image = images.get("image_url")
     width, height = SVD_LANDSCAPE
     if image is not None and image.height > image.width:

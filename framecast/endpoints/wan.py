@@ -13,6 +13,7 @@ from framecast.endpoints.spec import (
     unknown_field_notes,
     unsupported_option_note,
 )
+from framecast.engines.names import EngineTraits
 from framecast.schemas.wan import (
     WAN_DEFAULT_NEGATIVE_PROMPT,
     WanFLF2VInput,
@@ -41,7 +42,7 @@ def wan_notes(request: WanInputBase) -> list[str]:
     return notes
 
 
-def plan_wan(request: WanInputBase, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+def plan_wan(request: WanInputBase, images: Mapping[str, ImageDimensions], _engine: EngineTraits) -> GenerationPlan:
     first_image = images.get("image_url") or images.get("start_image_url")
     width, height = video_size(request.resolution, request.aspect_ratio, first_image)
     return GenerationPlan(
@@ -63,7 +64,9 @@ def plan_wan(request: WanInputBase, images: Mapping[str, ImageDimensions]) -> Ge
     )
 
 
-def plan_wan_pro(request: WanProI2VInput, images: Mapping[str, ImageDimensions]) -> GenerationPlan:
+def plan_wan_pro(
+    request: WanProI2VInput, images: Mapping[str, ImageDimensions], _engine: EngineTraits
+) -> GenerationPlan:
     width, height = video_size(WAN_PRO_RESOLUTION, "auto", images.get("image_url"))
     return GenerationPlan(
         generation={

@@ -100,7 +100,14 @@ class Section:
 # Called after every denoising step. It raises `GenerationCancelled` when the job
 # was cancelled, so engines stop there without checking anything themselves.
 ProgressCallback = Callable[[Progress], None]
-LogCallback = Callable[[str], None]
+
+
+class LogCallback(Protocol):
+    """A line for the job's log; `level` "WARN" for an input the engine could not honour."""
+
+    def __call__(self, message: str, level: str = "INFO", /) -> None: ...
+
+
 SectionCallback = Callable[["Section"], None]
 
 

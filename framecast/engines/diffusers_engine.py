@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -339,6 +339,7 @@ class DiffusersEngine:
                 produced NaN/inf values.
         """
         pipe = self.pipeline
+        request = self.usable_last_image(pipe, request, log)
         width, height = scaled_size(request.width, request.height, self.render_scale)
         if self.render_scale != 1.0:
             log(
@@ -383,6 +384,33 @@ class DiffusersEngine:
     ) -> Frames:
         """One job's pipeline call(s); at least `request.num_frames` uint8 frames. Raises as `generate`."""
         raise NotImplementedError
+
+    def last_image_refusal(self, pipe: Any, request: GenerationRequest) -> str | None:
+        """Why the loaded model cannot take `request`'s last image, with what to do instead; None when it can."""
+        return None
+
+    def usable_last_image(self, pipe: Any, request: GenerationRequest, log: LogCallback) -> GenerationRequest:
+        """`request`, without its last image when the model cannot take one and the endpoint allows that.
+
+        A closed endpoint mapped onto this engine names the field of its last image in the
+        `last_image_field` option: the last image is then dropped with a WARN naming that field,
+        since the request is still answerable. Otherwise the endpoint exists for the last image
+        (first-last-frame), and this is a 422.
+        """
+        if request.last_image is None:
+            return request
+        refusal = self.last_image_refusal(pipe, request)
+        if refusal is None:
+            return request
+        field_name = request.options.get("last_image_field")
+        if field_name is None:
+            raise EngineError(
+                f"{self.weights!r} cannot take a last_image: {refusal}",
+                error_type="unprocessable_entity",
+                status_code=422,
+            )
+        log(f"{field_name} ignored: {self.weights!r} cannot take a last image ({refusal})", "WARN")
+        return replace(request, last_image=None)
 
     @staticmethod
     def call_arguments(inputs: RenderInputs, reporter: StepReporter) -> dict[str, Any]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from framecast.bindings import ModelBinding
 from framecast.engines.base import Engine, EngineError
-from framecast.engines.names import ENGINE_NAMES
+from framecast.engines.names import ENGINE_OPTIONS, RELAY_ENGINE
 
 
 def build_engine(binding: ModelBinding) -> Engine:
-    """Raises `EngineError` for an engine name this build does not have, or invalid settings."""
+    """Raises `EngineError` for an engine name this build does not have, or invalid settings.
+
+    The relay is not built here: the API process runs relayed endpoints (framecast.relay).
+    """
     from framecast.engines.diffusers_engine import DiffusersEngine
     from framecast.engines.framepack import FramePackEngine, FramePackF1Engine
     from framecast.engines.skyreels import SkyReelsDiffusionForcingEngine
@@ -25,7 +28,9 @@ def build_engine(binding: ModelBinding) -> Engine:
     by_name = {engine.name: engine for engine in engines}
     engine_class = by_name.get(binding.engine)
     if engine_class is None:
-        raise EngineError(f"unknown engine {binding.engine!r}; available: {', '.join(ENGINE_NAMES)}")
+        if binding.engine == RELAY_ENGINE:
+            raise EngineError(f"{binding.endpoint_id} is relayed: the API process runs it, not a GPU worker")
+        raise EngineError(f"unknown engine {binding.engine!r}; available: {', '.join(ENGINE_OPTIONS)}")
     return engine_class(
         weights=binding.weights,
         device=binding.device,

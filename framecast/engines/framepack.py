@@ -286,3 +286,7 @@ class FramePackF1Engine(FramePackEngine):
 
     name = "diffusers-framepack-f1"
     sampling_type: SamplingType = "vanilla"
+
+    def last_image_refusal(self, pipe: Any, request: GenerationRequest) -> str | None:
+        # diffusers' pipeline raises for a last image with vanilla sampling; say why, and what serves one.
+        return "FramePack F1 samples forwards from the first frame; bind diffusers-framepack for a last frame"

@@ -16,10 +16,18 @@ MEMORY_MODES = ("none", "model_cpu_offload", "group_offload", "sequential_cpu_of
 MemoryMode = Literal["none", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
 
 
-class EngineOptions(BaseModel):
-    """Options every diffusers engine takes (`options = {...}` in a binding)."""
+class BindingOptions(BaseModel):
+    """The `options = {...}` of a binding, validated when the bindings file is read."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def weight_sources(self) -> dict[str, str]:
+        """Extra weights this binding loads besides `weights`: {component: repo id or directory}."""
+        return {}
+
+
+class EngineOptions(BindingOptions):
+    """Options every diffusers engine takes."""
 
     allow_download: bool = Field(
         False, description="Let the engine download missing weights at load time (default: only `framecast pull`)."
@@ -46,10 +54,6 @@ class EngineOptions(BaseModel):
         description="FirstBlockCache's relative-change threshold for `regular`; `high` uses twice this. "
         "Higher skips more steps and drifts more.",
     )
-
-    def weight_sources(self) -> dict[str, str]:
-        """Extra weights this binding loads besides `weights`: {component: repo id or directory}."""
-        return {}
 
 
 class FramePackOptions(EngineOptions):
@@ -94,6 +98,27 @@ class SkyReelsOptions(EngineOptions):
         return self
 
 
+class RelayOptions(BindingOptions):
+    """The relay "engine": the binding's `weights` is the upstream's queue URL (https://queue.fal.run)."""
+
+    key_env: str = Field(
+        "FAL_KEY",
+        min_length=1,
+        description="Environment variable of the server that holds the upstream key (sent as `Key <key>`); "
+        "the key itself never goes in a bindings file.",
+    )
+    endpoint: str | None = Field(None, description="The upstream endpoint id; default: the same id as ours.")
+    poll_interval_s: float = Field(1.0, gt=0, le=60, description="Seconds between upstream status polls.")
+    ca_file: str | None = Field(
+        None, description="A PEM CA bundle to trust for the upstream (a private CA); default: the system's."
+    )
+    max_output_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Largest output file copied from the upstream into our storage."
+    )
+
+
+RELAY_ENGINE = "relay"
+
 ENGINE_OPTIONS: dict[str, type[EngineOptions]] = {
     "diffusers-wan-i2v": EngineOptions,
     "diffusers-framepack": FramePackOptions,
@@ -101,11 +126,73 @@ ENGINE_OPTIONS: dict[str, type[EngineOptions]] = {
     "diffusers-svd": StableVideoOptions,
     "diffusers-skyreels-df": SkyReelsOptions,
 }
-ENGINE_NAMES = tuple(ENGINE_OPTIONS)
+# Every engine a binding may name: the diffusers engines (run by GPU workers) and the relay (run by the API).
+BINDING_OPTIONS: dict[str, type[BindingOptions]] = {**ENGINE_OPTIONS, RELAY_ENGINE: RelayOptions}
+ENGINE_NAMES = tuple(BINDING_OPTIONS)
 # Option keys that name weights: `${data_dir}` and relative paths resolve in them as in `weights`.
 WEIGHT_OPTION_KEYS = ("transformer", "image_encoder")
 
 
-def parse_engine_options(engine: str, options: dict[str, object]) -> EngineOptions:
+def parse_engine_options(engine: str, options: dict[str, object]) -> BindingOptions:
     """The validated options of `engine`. Raises `KeyError` (unknown engine) or pydantic's `ValidationError`."""
-    return ENGINE_OPTIONS[engine].model_validate(options)
+    return BINDING_OPTIONS[engine].model_validate(options)
+
+
+class EngineTraits(BaseModel):
+    """What an engine's model makes when a request does not say: the terms a closed endpoint is mapped onto.
+
+    Closed models (Veo, Kling...) have no open weights; an operator may bind their endpoints to a
+    local engine, and their fields are then planned at this engine's rates (docs/closed-models.md).
+    Per engine, not per weights: every weights an engine loads share these.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str = Field(..., description="The model family, as log lines name it.")
+    frames_per_second: int = Field(
+        ..., gt=0, description="The rate the model makes video at: a duration becomes frames at it, and plays at it."
+    )
+    num_inference_steps: int = Field(..., gt=0, description="Steps for an endpoint that has no steps field.")
+    guidance_scale: float = Field(..., ge=1, description="The default guidance: a closed model's default maps to it.")
+    takes_prompt: bool = Field(True, description="Whether a text prompt conditions the video.")
+    takes_negative_prompt: bool = Field(True, description="Whether a negative prompt does, as the engine is mapped.")
+
+
+FRAMEPACK_TRAITS = EngineTraits(
+    family="FramePack",
+    frames_per_second=30,  # HunyuanVideo's rate
+    num_inference_steps=25,  # per section, as FramePack's demo
+    guidance_scale=10.0,  # the distilled (embedded) guidance of FramePack's demo
+    # A negative prompt acts only through true CFG, a second pass every step, which a mapping leaves off.
+    takes_negative_prompt=False,
+)
+# Separate from ENGINE_OPTIONS: only the engines that render locally have traits (a relay forwards the input as is).
+ENGINE_TRAITS: dict[str, EngineTraits] = {
+    # Wan 2.1 (I2V, FLF2V) and Wan 2.2 A14B make 81 frames at 16 fps; 30 steps is fal's Wan default.
+    "diffusers-wan-i2v": EngineTraits(family="Wan", frames_per_second=16, num_inference_steps=30, guidance_scale=5.0),
+    "diffusers-framepack": FRAMEPACK_TRAITS,
+    "diffusers-framepack-f1": FRAMEPACK_TRAITS,
+    # diffusers' default `fps` for SVD is 7: the model is micro-conditioned on fps - 1 = 6, its training rate, so
+    # its motion plays right at 7 (the engine conditions on the same value). SVD is conditioned on the image only.
+    "diffusers-svd": EngineTraits(
+        family="Stable Video Diffusion",
+        frames_per_second=7,
+        num_inference_steps=25,
+        guidance_scale=3.0,  # the maximum of SVD's per-frame guidance ramp
+        takes_prompt=False,
+        takes_negative_prompt=False,
+    ),
+    # SkyReels-V2 makes 24 fps video; it is a Wan-architecture model, with Wan's steps and guidance.
+    "diffusers-skyreels-df": EngineTraits(
+        family="SkyReels-V2", frames_per_second=24, num_inference_steps=30, guidance_scale=5.0
+    ),
+}
+# For a closed endpoint whose engine is not known (or has no traits): the hosted closed models' 24 fps.
+CLOSED_MODEL_TRAITS = EngineTraits(
+    family="the closed model", frames_per_second=24, num_inference_steps=30, guidance_scale=5.0
+)
+
+
+def engine_traits(engine: str | None) -> EngineTraits:
+    """The traits of `engine`, or `CLOSED_MODEL_TRAITS` for None or an engine without traits."""
+    return ENGINE_TRAITS.get(engine or "", CLOSED_MODEL_TRAITS)

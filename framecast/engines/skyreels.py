@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from framecast.engines.base import Frames, LogCallback, ProgressCallback, SectionCallback
+from framecast.engines.base import Frames, GenerationRequest, LogCallback, ProgressCallback, SectionCallback
 from framecast.engines.diffusers_engine import DiffusersEngine, RenderInputs, StepReporter, reraise_cancel
 from framecast.engines.names import SkyReelsOptions
 from framecast.engines.wan import valid_num_frames
@@ -70,6 +70,18 @@ class SkyReelsDiffusionForcingEngine(DiffusersEngine):
 
     def after_load(self, pipe: Any) -> None:
         register_cache_block()
+
+    def last_image_refusal(self, pipe: Any, request: GenerationRequest) -> str | None:
+        temporal = pipe.vae_scale_factor_temporal
+        base_num_frames = valid_num_frames(self.settings.base_num_frames, temporal)
+        _, chunks = chunk_plan(request.num_frames, base_num_frames, self.settings.overlap_history, temporal)
+        if chunks == 1:
+            return None
+        # diffusers 0.42 appends the last frame's one latent as if it were a whole overlap, and the shapes clash.
+        return (
+            f"diffusers' SkyReels-V2 takes a last image only within one chunk of {base_num_frames} frames, and "
+            f"{request.num_frames} frames take {chunks}; ask for fewer frames or bind a first-last-frame model"
+        )
 
     def render(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from framecast.engines.base import Frames, LogCallback, ProgressCallback, SectionCallback
+from framecast.engines.base import Frames, GenerationRequest, LogCallback, ProgressCallback, SectionCallback
 from framecast.engines.diffusers_engine import DiffusersEngine, RenderInputs, StepReporter, reraise_cancel
 from framecast.engines.names import StableVideoOptions
 
@@ -27,6 +27,9 @@ class StableVideoEngine(DiffusersEngine):
     name = "diffusers-svd"
     pipeline_class_name = "StableVideoDiffusionPipeline"
     settings: StableVideoOptions
+
+    def last_image_refusal(self, pipe: Any, request: GenerationRequest) -> str | None:
+        return "Stable Video Diffusion is conditioned on the first frame only; bind a first-last-frame model"
 
     def render(
         self,

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from framecast.engines.base import EngineError, Frames, LogCallback, ProgressCallback, SectionCallback
+from framecast.engines.base import (
+    EngineError,
+    Frames,
+    GenerationRequest,
+    LogCallback,
+    ProgressCallback,
+    SectionCallback,
+)
 from framecast.engines.diffusers_engine import (
     DiffusersEngine,
     RenderInputs,
@@ -46,6 +53,21 @@ class WanImageToVideoEngine(DiffusersEngine):
         config = transformer.config
         return config.image_dim is None or config.pos_embed_seq_len is not None
 
+    @staticmethod
+    def needs_last_image(pipe: Any) -> bool:
+        # FLF2V's image position embedding is learned for exactly two CLIP images: one alone fails in its reshape.
+        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        config = transformer.config
+        return config.image_dim is not None and config.pos_embed_seq_len is not None
+
+    def last_image_refusal(self, pipe: Any, request: GenerationRequest) -> str | None:
+        if self.supports_last_image(pipe):
+            return None
+        return (
+            "a Wan 2.1 I2V model conditions on one CLIP image; bind a first-last-frame model "
+            "(Wan 2.1 FLF2V or Wan 2.2) to this endpoint"
+        )
+
     def render(
         self,
         pipe: Any,
@@ -55,10 +77,10 @@ class WanImageToVideoEngine(DiffusersEngine):
         on_section: SectionCallback | None,
     ) -> Frames:
         request = inputs.request
-        if inputs.last_image is not None and not self.supports_last_image(pipe):
+        if inputs.last_image is None and self.needs_last_image(pipe):
             raise EngineError(
-                f"{self.weights!r} cannot take a last_image: a Wan 2.1 I2V model conditions on one CLIP image; "
-                "bind a first-last-frame model (Wan 2.1 FLF2V or Wan 2.2) to this endpoint",
+                f"{self.weights!r} is a Wan 2.1 first-last-frame model and needs a last image, which this request "
+                "does not give; send one, or bind a model that takes an optional last frame (Wan 2.2, FramePack)",
                 error_type="unprocessable_entity",
                 status_code=422,
             )

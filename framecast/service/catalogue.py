@@ -38,6 +38,8 @@ class EndpointStatus:
     model: str | None
     device: str | None
     workers_ready: int
+    # How the bound engine serves it: "local", "mapped" (a closed model on a local open engine) or "relay".
+    served_by: str | None = None
 
     @property
     def accepting(self) -> bool:
@@ -120,6 +122,7 @@ class CatalogueService:
             model: str | None = None,
             device: str | None = None,
         ) -> EndpointStatus:
+            engine = engine or (binding.engine if binding else None)
             return EndpointStatus(
                 endpoint_id=endpoint_id,
                 title=spec.title,
@@ -127,10 +130,11 @@ class CatalogueService:
                 engine_family=spec.engine_family,
                 state=state,
                 reason=reason,
-                engine=engine or (binding.engine if binding else None),
+                engine=engine,
                 model=model or (binding.weights if binding else None),
                 device=device or (binding.device if binding else None),
                 workers_ready=len(ready),
+                served_by=spec.served_by(engine) if engine else None,
             )
 
         if ready:
@@ -147,6 +151,12 @@ class CatalogueService:
             return status(state, f"{endpoint_id}: {report.error}", report.engine, report.weights, report.device)
         if binding is None:
             return status("unbound", self.unbound_reason(spec))
+        if binding.is_relay:
+            return status(
+                "no_worker",
+                f"{endpoint_id}: relayed to {binding.weights} by the API process, and no API process is running; "
+                "start `framecast serve`.",
+            )
         missing = missing_weights_reason(binding)
         if missing is not None:
             return status("weights_missing", f"{endpoint_id}: {missing}")

@@ -90,6 +90,8 @@ class ResultView:
 
 # Which endpoints some live worker can run, and if not, why: endpoint_id -> reason or None.
 EndpointReadiness = Callable[[str], str | None]
+# The engine bound to an endpoint (what /models shows), or None when unknown: closed endpoints are planned in its terms.
+BoundEngine = Callable[[str], str | None]
 
 
 class QueueService:
@@ -104,6 +106,7 @@ class QueueService:
         max_attempts: int,
         max_status_logs: int,
         readiness: EndpointReadiness,
+        bound_engine: BoundEngine | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -113,6 +116,7 @@ class QueueService:
         self.max_attempts = max_attempts
         self.max_status_logs = max_status_logs
         self.readiness = readiness
+        self.bound_engine = bound_engine
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
@@ -142,8 +146,9 @@ class QueueService:
 
         images = await self._resolve_images(spec, request, base_url=options.base_url)
         request_id = str(uuid.uuid4())
+        engine = await self._call(self.bound_engine, endpoint_id) if self.bound_engine is not None else None
         plan = spec.plan_generation(
-            request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()}
+            request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()}, engine
         )
 
         stored: list[str] = []

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 
@@ -46,6 +46,8 @@ jobs = sa.Table(
     sa.Column("webhook_url", sa.Text),
     # Which webhook body and signature: "fal" (Ed25519) or "wavespeed" (HMAC); schema version 3.
     sa.Column("webhook_format", sa.String(16)),
+    # A relayed job's request on the upstream server (JSON), so a retry resumes it; schema version 4.
+    sa.Column("upstream", sa.Text),
     sa.Column("test_fault", sa.String(200)),
     sa.Column("outcome_status_code", sa.Integer),
     sa.Column("outcome_body", sa.Text),
@@ -156,6 +158,7 @@ schema_info = sa.Table(
 MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     2: [("workers", "endpoints", "TEXT")],
     3: [("jobs", "webhook_format", "VARCHAR(16)")],
+    4: [("jobs", "upstream", "TEXT")],
 }
 
 

@@ -97,6 +97,8 @@ class JobRecord:
     test_fault: str | None
     outcome: JobOutcome | None
     progress: dict[str, Any] | None
+    # Relayed jobs: where the job lives upstream ({"state", "request_id", "status_url", ...}).
+    upstream: dict[str, Any] | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -207,6 +209,13 @@ class JobStore(Protocol):
 
     def append_events(self, request_id: str, lease_token: str, events: Sequence[EventInput]) -> bool:
         """Fenced. Returns False (writes nothing) when the lease is no longer held."""
+        ...
+
+    def set_upstream(self, request_id: str, lease_token: str, upstream: dict[str, Any]) -> bool:
+        """Fenced: record where a relayed job lives upstream. False (nothing written) when the lease was lost.
+
+        Survives requeueing, so the next attempt resumes the upstream request instead of submitting again.
+        """
         ...
 
     def complete_job(

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -233,6 +234,13 @@ class SqlJobStore:
                     jobs.update().where(jobs.c.request_id == request_id).values(progress=json.dumps(progress[-1]))
                 )
         return True
+
+    def set_upstream(self, request_id: str, lease_token: str, upstream: dict[str, Any]) -> bool:
+        with self._write() as connection:
+            result = connection.execute(
+                jobs.update().where(self._fenced(request_id, lease_token)).values(upstream=json.dumps(upstream))
+            )
+            return bool(result.rowcount)
 
     def complete_job(
         self, request_id: str, lease_token: str, outcome: JobOutcome, *, now: float, events: Sequence[EventInput] = ()
@@ -466,4 +474,5 @@ def _to_record(row: sa.RowMapping) -> JobRecord:
         test_fault=row["test_fault"],
         outcome=outcome,
         progress=json.loads(row["progress"]) if row["progress"] else None,
+        upstream=json.loads(row["upstream"]) if row["upstream"] else None,
     )

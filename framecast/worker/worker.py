@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from framecast.bindings import ModelBinding
+from framecast.endpoints import build_catalogue
 from framecast.store.blobs import BlobInfo, BlobStore, blob_reference, unguessable_name
 from framecast.store.jobs import (
     ClaimedJob,
@@ -139,6 +140,7 @@ class Worker:
         self.store = store
         self.blobs = blobs
         self.bindings = bindings
+        self.catalogue = build_catalogue()
         self.config = config
         self.worker_id = make_worker_id()
         # Claimable endpoints: all bound ones while loading, then those whose engine loaded.
@@ -357,6 +359,7 @@ class Worker:
                         message,
                         cancelled=cancel_sent_at is not None,
                         output_seed=bool(payload.get("output_seed", True)),
+                        served_by=self.catalogue[record.endpoint_id].served_by(message.get("engine", "")),
                     )
                     return
             if events and now - last_flush >= EVENT_FLUSH_S:
@@ -414,7 +417,14 @@ class Worker:
         return EventInput(f"{summary}; preview: {blob_reference(key)}"), preview
 
     def finish(
-        self, request_id: str, token: str, message: dict[str, Any], *, cancelled: bool, output_seed: bool = True
+        self,
+        request_id: str,
+        token: str,
+        message: dict[str, Any],
+        *,
+        cancelled: bool,
+        output_seed: bool = True,
+        served_by: str = "local",
     ) -> None:
         """Write the job's outcome. `output_seed`: the endpoint documents `seed` in its output."""
         kind = message["type"]
@@ -438,6 +448,8 @@ class Worker:
             "model": message["model"],
             "seed": message["seed"],
             "render_scale": message["render_scale"],
+            # "mapped": a closed endpoint translated onto this local open engine (docs/closed-models.md).
+            "served_by": served_by,
         }
         summary = (
             f"Done: {message['num_frames']} frames {message['width']}x{message['height']} at "

@@ -32,20 +32,12 @@ def test_tiny_profile_catalogue(server: FramecastServer) -> None:
         1,
     )
     assert wan["model"].endswith("models/tiny/wan21_i2v")
-    assert models["fal-ai/veo2/image-to-video"]["state"] == "unbound"
-    # Every open endpoint is served by the tiny profile; the closed ones wait for a relay or a mapping.
-    accepting = {key for key, entry in models.items() if entry["accepting"]}
-    assert accepting == {key for key, entry in models.items() if entry["kind"] == "open"}
+    # Every endpoint is served by the tiny profile: the closed ones mapped onto a tiny open engine.
+    assert all(entry["accepting"] for entry in models.values())
+    veo = models["fal-ai/veo2/image-to-video"]
+    assert (veo["state"], veo["engine"]) == ("ready", "diffusers-skyreels-df")
     assert models["fal-ai/magi-distilled/image-to-video"]["engine"] == "diffusers-skyreels-df"
     assert models["fal-ai/magi-distilled/image-to-video"]["model"].endswith("models/tiny/skyreels_v2_df")
-
-
-def test_closed_endpoint_is_refused_through_the_client(fal: ModuleType) -> None:
-    arguments = {"prompt": "a lego chef", "image_url": png_data_uri(), "duration": "6s"}
-    with pytest.raises(fal.FalClientHTTPError) as caught:
-        fal.submit("fal-ai/veo2/image-to-video", arguments=arguments)
-    assert caught.value.status_code == 503
-    assert "closed model" in caught.value.message and "docs/bindings.md" in caught.value.message
 
 
 def test_schema_errors_come_before_availability(fal: ModuleType) -> None:
@@ -135,3 +127,12 @@ def test_each_binding_reports_its_own_state(mixed_server: FramecastServer) -> No
         )
         assert accepted.status_code == 200, accepted.text
         assert accepted.json()["metadata"]["engine"] == "diffusers-wan-i2v"
+
+
+def test_an_unbound_closed_endpoint_is_refused_with_how_to_bind_it(mixed_server: FramecastServer) -> None:
+    arguments = {"prompt": "a lego chef", "image_url": png_data_uri(), "duration": "6s"}
+    with mixed_server.client() as client:
+        response = client.post("/queue/fal-ai/veo2/image-to-video", json=arguments)
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert "closed model" in detail and "docs/bindings.md" in detail

@@ -13,7 +13,7 @@ from PIL import Image
 from framecast.bindings import ModelBinding
 from framecast.engines.base import EngineError, GenerationRequest
 from framecast.engines.factory import build_engine
-from framecast.engines.names import ENGINE_NAMES
+from framecast.engines.names import ENGINE_OPTIONS
 from tests.engines.conftest import EngineFactory, count_calls
 
 # engine, tiny recipe, request overrides: one small job per family.
@@ -52,7 +52,7 @@ def quiet(_: Any) -> None:
 
 
 def test_every_engine_name_builds() -> None:
-    for name in ENGINE_NAMES:
+    for name in ENGINE_OPTIONS:
         engine = build_engine(ModelBinding("x", name, "/nonexistent", device="cpu", dtype="float32"))
         assert engine.name == name
 
@@ -230,3 +230,75 @@ def test_out_of_memory_names_the_next_memory_mode(
     with pytest.raises(EngineError) as caught:
         engine.generate(request(make_image), quiet, quiet)
     assert advice in str(caught.value)
+
+
+# Models that cannot take a last image (for this request): engine, tiny recipe, binding options, request overrides.
+NO_LAST_IMAGE: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
+    "wan-2.1-i2v": ("diffusers-wan-i2v", "wan21_i2v", {}, {}),
+    "svd": ("diffusers-svd", "svd", {}, {"num_frames": 6, "guidance_scale": 3.0}),
+    "framepack-f1": ("diffusers-framepack-f1", "framepack", {}, {"num_frames": 13}),
+    # Two chunks: diffusers' long-video loop cannot take a last image.
+    "skyreels-df-two-chunks": (
+        "diffusers-skyreels-df",
+        "skyreels_v2_df",
+        # No noise on the overlap: that noise is drawn without the job's generator, and the comparison needs seeds.
+        {"base_num_frames": 9, "overlap_history": 5, "addnoise_condition": 0},
+        {"num_frames": 13},
+    ),
+}
+
+
+@pytest.mark.parametrize("family", sorted(NO_LAST_IMAGE))
+def test_a_last_image_the_model_cannot_take(
+    tiny_engine: EngineFactory, make_image: Callable[..., Image.Image], family: str
+) -> None:
+    engine_name, recipe, options, overrides = NO_LAST_IMAGE[family]
+    engine = tiny_engine(engine_name, recipe, **options)
+    # An open first-last-frame endpoint exists for its last image: 422, nothing rendered.
+    with pytest.raises(EngineError, match="cannot take a last_image") as caught:
+        engine.generate(request(make_image, last_image=True, **overrides), quiet, quiet)
+    assert caught.value.status_code == 422
+
+    # A mapped closed endpoint names the field: dropped with a WARN naming it, the rest rendered as asked.
+    logs: list[tuple[str, str]] = []
+    mapped = {**overrides, "options": {**overrides.get("options", {}), "last_image_field": "tail_image_url"}}
+    dropped = engine.generate(
+        request(make_image, last_image=True, **mapped), quiet, lambda line, level="INFO": logs.append((level, line))
+    )
+    warnings = [line for level, line in logs if level == "WARN"]
+    assert len(warnings) == 1 and warnings[0].startswith("tail_image_url ignored: ")
+    without = engine.generate(request(make_image, **mapped), quiet, quiet)
+    assert np.array_equal(dropped.frames, without.frames)
+
+
+@pytest.mark.parametrize(
+    ("engine_name", "recipe"),
+    [
+        ("diffusers-wan-i2v", "wan22_i2v_a14b"),
+        ("diffusers-framepack", "framepack"),
+        ("diffusers-skyreels-df", "skyreels_v2_df"),
+    ],
+)
+def test_an_optional_last_image_is_kept_where_the_model_takes_one(
+    tiny_engine: EngineFactory, make_image: Callable[..., Image.Image], engine_name: str, recipe: str
+) -> None:
+    # The engines a closed endpoint with an optional end frame may be mapped onto: with and without one.
+    engine = tiny_engine(engine_name, recipe)
+    logs: list[tuple[str, str]] = []
+    mapped = {"num_frames": 13, "options": {"last_image_field": "end_image_url", "true_cfg_scale": 1.0}}
+    kept = engine.generate(
+        request(make_image, last_image=True, **mapped), quiet, lambda line, level="INFO": logs.append((level, line))
+    )
+    assert not [line for level, line in logs if level == "WARN"]
+    without = engine.generate(request(make_image, **mapped), quiet, quiet)
+    assert kept.frames.shape == without.frames.shape == (13, 48, 64, 3)
+    assert not np.array_equal(kept.frames, without.frames)
+
+
+def test_wan_first_last_frame_model_needs_its_last_image(
+    tiny_engine: EngineFactory, make_image: Callable[..., Image.Image]
+) -> None:
+    engine = tiny_engine("diffusers-wan-i2v", "wan21_flf2v")
+    with pytest.raises(EngineError, match="needs a last image") as caught:
+        engine.generate(request(make_image), quiet, quiet)
+    assert caught.value.status_code == 422

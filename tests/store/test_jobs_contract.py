@@ -217,3 +217,16 @@ def test_workers_report_their_endpoints_and_age_out(store: JobStore) -> None:
     assert (updated.state, updated.error, dict(updated.endpoints)) == ("error", "gone", {})
     store.remove_worker("host:1:a")
     assert store.list_workers(alive_after=NOW - 10) == []
+
+
+def test_the_upstream_record_is_fenced_and_survives_a_requeue(store: JobStore) -> None:
+    store.create_job(new_job())
+    claimed = store.claim_job(worker_id="w1", endpoint_ids=[ENDPOINT], lease_s=30, now=NOW)
+    assert claimed is not None
+    request_id = claimed.record.request_id
+    assert claimed.record.upstream is None
+    assert store.set_upstream(request_id, claimed.lease_token, {"state": "submitted", "request_id": "up-1"})
+    assert not store.set_upstream(request_id, "stale-token", {"state": "forged"})
+    store.reap(now=NOW + 31, is_worker_alive=always_alive)
+    again = store.claim_job(worker_id="w2", endpoint_ids=[ENDPOINT], lease_s=30, now=NOW + 32)
+    assert again is not None and again.record.upstream == {"state": "submitted", "request_id": "up-1"}
