@@ -15,7 +15,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from framecast import __version__
-from framecast.api import files_router, health_router, models_router, queue_router, run_router, wellknown_router
+from framecast.api import (
+    files_router,
+    health_router,
+    history_router,
+    models_router,
+    queue_router,
+    run_router,
+    wellknown_router,
+)
 from framecast.api.errors import install_error_handlers
 from framecast.api.openapi import add_endpoint_routes
 from framecast.api.protocol import fal_webhook_payload
@@ -219,6 +227,7 @@ def create_app(
     app.include_router(run_router.router)
     app.include_router(models_router.router)
     app.include_router(wellknown_router.router)
+    app.include_router(history_router.router)
     upload_body_bytes = max(settings.max_body_bytes, settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES)
     app.include_router(build_storage_router(), max_body_size=upload_body_bytes)
     app.include_router(build_wavespeed_router(), max_body_size=upload_body_bytes)

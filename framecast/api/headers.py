@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request
 
+from framecast.api.auth import api_key_id
 from framecast.api.errors import BadHeaderError
 from framecast.service.queue import InvalidInputError, SubmitOptions
 from framecast.store.jobs import Priority
@@ -76,6 +77,7 @@ def submit_options(request: Request, *, base_url: str, allow_test_faults: bool) 
         base_url=base_url,
         webhook_url=parse_webhook_url(request.query_params.get("fal_webhook")),
         test_fault=request.headers.get("x-framecast-test-fault") if allow_test_faults else None,
+        submitted_by=api_key_id(request),
     )
 
 

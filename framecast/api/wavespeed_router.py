@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from framecast.api.auth import require_api_key
+from framecast.api.auth import api_key_id, require_api_key
 from framecast.api.errors import wavespeed_error
 from framecast.api.headers import read_json_body
 from framecast.api.state import AppState, app_state, base_url
@@ -277,6 +277,7 @@ def build_wavespeed_router() -> APIRouter:
                 webhook_url=_webhook_url(request),
                 webhook_format=WAVESPEED_FORMAT,
                 test_fault=request.headers.get("x-framecast-test-fault") if state.settings.test_faults else None,
+                submitted_by=api_key_id(request),
             )
             record = await state.queue.submit(model_id, submission.params, options)
         except WaveSpeedError as error:

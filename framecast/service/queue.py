@@ -72,6 +72,7 @@ class SubmitOptions:
     webhook_url: str | None = None
     webhook_format: str = "fal"
     test_fault: str | None = None
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class QueueService:
                 webhook_format=options.webhook_format,
                 test_fault=options.test_fault,
                 max_attempts=self.max_attempts,
+                submitted_by=options.submitted_by,
             )
             return await self._call(self.store.create_job, job)
         except BaseException:
@@ -246,6 +248,10 @@ class QueueService:
         if record is None:
             raise RequestNotFoundError(request_id)
         return record
+
+    async def history(self, *, submitted_by: str | None, limit: int) -> list[JobRecord]:
+        """The newest jobs of one API key (all jobs when None), newest first."""
+        return await self._call(lambda: self.store.list_jobs(submitted_by=submitted_by, limit=limit))
 
     async def queue_position(self, record: JobRecord) -> int:
         """Requests ahead of `record` (0 unless it is IN_QUEUE)."""

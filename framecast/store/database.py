@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 
@@ -48,6 +48,8 @@ jobs = sa.Table(
     sa.Column("webhook_format", sa.String(16)),
     # A relayed job's request on the upstream server (JSON), so a retry resumes it; schema version 4.
     sa.Column("upstream", sa.Text),
+    # The API key id that submitted it, for each key's request history; schema version 5.
+    sa.Column("submitted_by", sa.String(32)),
     sa.Column("test_fault", sa.String(200)),
     sa.Column("outcome_status_code", sa.Integer),
     sa.Column("outcome_body", sa.Text),
@@ -57,6 +59,7 @@ jobs = sa.Table(
     sa.Column("inference_time_s", sa.Float),
     sa.Column("progress", sa.Text),
     sa.Index("ix_jobs_queue", "status", "endpoint_id", "priority", "seq"),
+    sa.Index("ix_jobs_submitted_by", "submitted_by", "seq"),
 )
 
 job_events = sa.Table(
@@ -159,6 +162,7 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     2: [("workers", "endpoints", "TEXT")],
     3: [("jobs", "webhook_format", "VARCHAR(16)")],
     4: [("jobs", "upstream", "TEXT")],
+    5: [("jobs", "submitted_by", "VARCHAR(32)")],
 }
 
 

@@ -48,6 +48,8 @@ class NewJob:
     webhook_format: str = "fal"
     test_fault: str | None = None
     max_attempts: int = 3
+    # The API key id that submitted it (None without keys).
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class JobRecord:
     progress: dict[str, Any] | None
     # Relayed jobs: where the job lives upstream ({"state", "request_id", "status_url", ...}).
     upstream: dict[str, Any] | None = None
+    submitted_by: str | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -182,6 +185,10 @@ class JobStore(Protocol):
         ...
 
     def get_job(self, request_id: str) -> JobRecord | None: ...
+
+    def list_jobs(self, *, submitted_by: str | None, limit: int) -> list[JobRecord]:
+        """The newest `limit` jobs, newest first: those of one API key, or every job when `submitted_by` is None."""
+        ...
 
     def queue_position(self, record: JobRecord) -> int:
         """Jobs of the same endpoint that will be claimed before this one (0 = next)."""

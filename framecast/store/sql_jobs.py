@@ -76,6 +76,7 @@ class SqlJobStore:
             "webhook_url": job.webhook_url,
             "webhook_format": job.webhook_format,
             "test_fault": job.test_fault,
+            "submitted_by": job.submitted_by,
         }
         try:
             with self._write() as connection:
@@ -93,6 +94,13 @@ class SqlJobStore:
     def _get(self, connection: Connection, request_id: str) -> JobRecord | None:
         row = connection.execute(sa.select(jobs).where(jobs.c.request_id == request_id)).mappings().first()
         return None if row is None else _to_record(row)
+
+    def list_jobs(self, *, submitted_by: str | None, limit: int) -> list[JobRecord]:
+        query = sa.select(jobs).order_by(jobs.c.seq.desc()).limit(limit)
+        if submitted_by is not None:
+            query = query.where(jobs.c.submitted_by == submitted_by)
+        with self._read() as connection:
+            return [_to_record(row) for row in connection.execute(query).mappings()]
 
     def queue_position(self, record: JobRecord) -> int:
         if record.status is not JobStatus.IN_QUEUE:
@@ -475,4 +483,5 @@ def _to_record(row: sa.RowMapping) -> JobRecord:
         outcome=outcome,
         progress=json.loads(row["progress"]) if row["progress"] else None,
         upstream=json.loads(row["upstream"]) if row["upstream"] else None,
+        submitted_by=row["submitted_by"],
     )

@@ -230,3 +230,11 @@ def test_the_upstream_record_is_fenced_and_survives_a_requeue(store: JobStore) -
     store.reap(now=NOW + 31, is_worker_alive=always_alive)
     again = store.claim_job(worker_id="w2", endpoint_ids=[ENDPOINT], lease_s=30, now=NOW + 32)
     assert again is not None and again.record.upstream == {"state": "submitted", "request_id": "up-1"}
+
+
+def test_list_jobs_is_newest_first_and_per_key(store: JobStore) -> None:
+    for index, key in enumerate(["k1", "k2", "k1", None]):
+        store.create_job(new_job(submitted_by=key, request_id=f"r{index}"))
+    assert [record.request_id for record in store.list_jobs(submitted_by="k1", limit=10)] == ["r2", "r0"]
+    assert [record.request_id for record in store.list_jobs(submitted_by=None, limit=3)] == ["r3", "r2", "r1"]
+    assert store.list_jobs(submitted_by="nobody", limit=10) == []
