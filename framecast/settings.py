@@ -82,7 +82,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Times a job is started before a lost worker fails it.")
     cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled model gets to stop before SIGKILL.")
     reaper_interval_s: float = Field(1.0, gt=0, description="How often expired leases and deadlines are checked.")
-    poll_interval_s: float = Field(0.2, gt=0, description="How often idle workers and SSE streams look for news.")
+    poll_interval_s: float = Field(
+        0.2,
+        gt=0,
+        description="How often SSE streams, sync runs, the relay and a busy worker's engine look for news "
+        "(idle workers look for jobs every 20 ms with a cheap read).",
+    )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
 
     max_image_pixels: int = Field(4096 * 4096, gt=0, description="Largest input image, in pixels.")
