@@ -1,4 +1,4 @@
-"""The `framecast` command: serve, worker, and developer tools.
+"""The `framecast` command: serve, worker, run (a client), and developer tools.
 
 Every `Settings` field is a flag (`--lease-s`) and an environment variable
 (`FRAMECAST_LEASE_S`); a flag wins over the environment, which wins over the
@@ -183,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     webhook.add_argument("action", choices=["show", "rotate", "retire"], nargs="?", default="show")
     webhook.add_argument("kid", nargs="?", help="The key id to retire.")
     _add_settings_arguments(webhook, KEYS_SETTINGS)
+
+    from framecast import cli_run
+
+    run = commands.add_parser(
+        "run",
+        help="Run one image-to-video job on a Framecast server or on fal, with progress; save the MP4.",
+        description="Submit a job through fal's queue protocol, show its queue position, progress bar and "
+        "(--logs) logs, save the video to --out and print the result JSON. Ctrl-C cancels the job on the server.",
+        epilog=cli_run.RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli_run.add_arguments(run)
 
     dev = commands.add_parser("dev", help="Developer tools.")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
@@ -525,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_pull(arguments)
         if arguments.command == "keys":
             return run_keys(arguments)
+        if arguments.command == "run":
+            from framecast.cli_run import run
+
+            return run(arguments)
     except ValidationError as error:
         parser.exit(2, f"framecast: invalid settings:\n{error}\n")
     except BindingsError as error:
