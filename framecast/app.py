@@ -20,6 +20,7 @@ from framecast.api import (
     health_router,
     history_router,
     models_router,
+    playground_router,
     queue_router,
     run_router,
     wellknown_router,
@@ -228,6 +229,7 @@ def create_app(
     app.include_router(models_router.router)
     app.include_router(wellknown_router.router)
     app.include_router(history_router.router)
+    app.include_router(playground_router.router)
     upload_body_bytes = max(settings.max_body_bytes, settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES)
     app.include_router(build_storage_router(), max_body_size=upload_body_bytes)
     app.include_router(build_wavespeed_router(), max_body_size=upload_body_bytes)
