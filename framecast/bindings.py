@@ -223,3 +223,21 @@ def resolve_bindings(models: str, *, data_dir: Path, device: str | None = None) 
     if device is not None:
         bindings = [replace(binding, device=device) for binding in bindings]
     return bindings
+
+
+def select_bindings(bindings: list[ModelBinding], endpoints: str | None) -> list[ModelBinding]:
+    """The bindings of the comma-separated `endpoints` (all of them when None), in the file's order.
+
+    Raises `BindingsError` naming every id that no binding has, with the ones that exist.
+    """
+    if endpoints is None:
+        return bindings
+    wanted = [endpoint.strip() for endpoint in endpoints.split(",") if endpoint.strip()]
+    bound = {binding.endpoint_id for binding in bindings}
+    unknown = [endpoint for endpoint in wanted if endpoint not in bound]
+    if unknown or not wanted:
+        raise BindingsError(
+            f"--endpoints: not bound here: {', '.join(unknown) or '(none given)'}; "
+            f"bound: {', '.join(sorted(bound)) or '(nothing)'}"
+        )
+    return [binding for binding in bindings if binding.endpoint_id in wanted]

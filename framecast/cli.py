@@ -102,6 +102,7 @@ WORKER_SETTINGS = [
     "data_dir",
     "db",
     "models",
+    "endpoints",
     "device",
     "torch_threads",
     "safety_checker",
@@ -317,7 +318,7 @@ def serve(settings: Settings) -> int:
 
 
 def run_worker(settings: Settings) -> int:
-    from framecast.bindings import resolve_bindings
+    from framecast.bindings import resolve_bindings, select_bindings
     from framecast.store.blobs import LocalBlobStore
     from framecast.store.sql_jobs import SqlJobStore
     from framecast.worker.linux import die_with_parent
@@ -328,13 +329,18 @@ def run_worker(settings: Settings) -> int:
     if supervisor_pid:
         die_with_parent(int(supervisor_pid))
     configure_logging(settings.log_level)
+    # Relayed endpoints are run by the API process (framecast.relay), never by a GPU worker.
+    local = [
+        binding
+        for binding in resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
+        if not binding.is_relay
+    ]
+    bindings = select_bindings(local, settings.endpoints)
     store = SqlJobStore(settings.database_url)
-    bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
     worker = Worker(
         store=store,
         blobs=LocalBlobStore(settings.files_dir),
-        # Relayed endpoints are run by the API process (framecast.relay), never by a GPU worker.
-        bindings=[binding for binding in bindings if not binding.is_relay],
+        bindings=bindings,
         config=WorkerConfig(
             lease_s=settings.lease_s,
             cancel_grace_s=settings.cancel_grace_s,

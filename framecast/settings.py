@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads per engine process (torch.set_num_threads). Default: torch's choice."
     )
 
+    endpoints: str | None = Field(
+        None,
+        description="`framecast worker` only: the endpoint ids this worker serves, comma-separated "
+        "(e.g. fal-ai/wan-i2v,fal-ai/wan-flf2v). Default: every endpoint the bindings bind to a local engine.",
+    )
     safety_checker: str | None = Field(
         None,
         description="MODULE:FACTORY of the output safety checker that requests with enable_safety_checker "

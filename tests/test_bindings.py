@@ -10,6 +10,7 @@ from framecast.bindings import (
     load_bindings_file,
     profile_path,
     resolve_bindings,
+    select_bindings,
     weight_sources,
 )
 from framecast.endpoints import build_catalogue
@@ -164,3 +165,16 @@ def test_a_relay_binding_needs_an_upstream_url_and_no_weights(tmp_path: Path) ->
         load_bindings_file(bad, data_dir=tmp_path, known_engines=set(ENGINE_NAMES))
     assert "a relay's weights is the upstream queue URL" in str(raised.value)
     assert "options.poll_interval_s" in str(raised.value)
+
+
+def test_a_worker_can_serve_a_subset_of_the_bindings(tmp_path: Path) -> None:
+    bindings = resolve_bindings("tiny", data_dir=tmp_path)
+    chosen = select_bindings(bindings, " fal-ai/wan-flf2v,fal-ai/wan-i2v ")
+    assert [binding.endpoint_id for binding in chosen] == [
+        binding.endpoint_id for binding in bindings if binding.endpoint_id in ("fal-ai/wan-i2v", "fal-ai/wan-flf2v")
+    ]
+    assert select_bindings(bindings, None) == bindings
+    with pytest.raises(BindingsError, match=r"--endpoints: not bound here: fal-ai/nope; bound: "):
+        select_bindings(bindings, "fal-ai/wan-i2v,fal-ai/nope")
+    with pytest.raises(BindingsError, match=r"\(none given\)"):
+        select_bindings(bindings, " , ")

@@ -101,3 +101,13 @@ def test_keys_webhook_rotates_and_retires(tmp_path: Path, capsys: pytest.Capture
     retired = capsys.readouterr().out
     assert [key["kid"] for key in json.loads(retired[retired.index("{") :])["keys"]] == [second_kid]
     assert main(["keys", "webhook", "retire", "nope", *data]) == 1
+
+
+def test_worker_refuses_endpoints_it_has_no_binding_for(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "framecast", "worker", "--models", "tiny", "--data-dir", str(tmp_path),
+         "--endpoints", "fal-ai/wan-i2v,fal-ai/not-there"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--endpoints: not bound here: fal-ai/not-there" in result.stderr
