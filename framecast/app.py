@@ -37,7 +37,7 @@ from framecast.inputs.safe_fetch import FetchPolicy
 from framecast.relay.worker import RelayWorker
 from framecast.service.auth import Authenticator
 from framecast.service.catalogue import CatalogueService
-from framecast.service.queue import EndpointReadiness, QueueService
+from framecast.service.queue import EndpointAvailability, EndpointReadiness, QueueService
 from framecast.service.tokens import TokenSigner
 from framecast.service.uploads import UploadService
 from framecast.service.webhooks import (
@@ -137,9 +137,11 @@ def create_app(
         max_image_pixels=settings.max_image_pixels,
         max_attempts=settings.max_attempts,
         max_status_logs=settings.max_status_logs,
-        readiness=readiness if readiness is not None else catalogue.readiness,
-        # Closed endpoints are planned in the terms of the engine that serves them (the one /models shows).
-        bound_engine=lambda endpoint_id: catalogue.status(endpoint_id).engine,
+        # Readiness and the serving engine (closed endpoints are planned in its terms) from one look at the workers;
+        # a `readiness` given by the caller replaces the look, and the bindings then name the engine.
+        availability=catalogue.availability
+        if readiness is None
+        else lambda endpoint_id: EndpointAvailability(readiness(endpoint_id), catalogue.bound_engine(endpoint_id)),
     )
 
     payloads: dict[str, PayloadBuilder] = {

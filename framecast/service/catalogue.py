@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from framecast.bindings import ModelBinding, describe_source, resolve_bindings
 from framecast.endpoints import EndpointSpec, build_catalogue
+from framecast.service.queue import EndpointAvailability
 from framecast.settings import Settings
 from framecast.store.jobs import JobStore, WorkerRecord
 from framecast.weights import missing_weights_reason
@@ -104,10 +105,15 @@ class CatalogueService:
         """Raises `KeyError` for an endpoint not in the catalogue."""
         return self.describe(self.catalogue[endpoint_id], self.live_workers())
 
-    def readiness(self, endpoint_id: str) -> str | None:
-        """None when a job for the endpoint would be run; otherwise why not and how to fix it."""
+    def availability(self, endpoint_id: str) -> EndpointAvailability:
+        """Whether a job for the endpoint would be run (else why not), and by which engine. Reads the store once."""
         status = self.status(endpoint_id)
-        return None if status.accepting else status.reason
+        return EndpointAvailability(reason=None if status.accepting else status.reason, engine=status.engine)
+
+    def bound_engine(self, endpoint_id: str) -> str | None:
+        """The engine the bindings name for the endpoint, without asking the live workers."""
+        binding = self.bindings.get(endpoint_id)
+        return binding.engine if binding is not None else None
 
     def describe(self, spec: EndpointSpec, workers: Sequence[WorkerRecord]) -> EndpointStatus:
         endpoint_id = spec.endpoint_id

@@ -91,8 +91,19 @@ class ResultView:
 
 # Which endpoints some live worker can run, and if not, why: endpoint_id -> reason or None.
 EndpointReadiness = Callable[[str], str | None]
-# The engine bound to an endpoint (what /models shows), or None when unknown: closed endpoints are planned in its terms.
-BoundEngine = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class EndpointAvailability:
+    """What submit needs to know of an endpoint, from one look at the live workers."""
+
+    # None when a live worker would run the job; otherwise why not and how to fix it.
+    reason: str | None
+    # The engine that serves it (what /models shows), or None when unknown: closed endpoints are planned in its terms.
+    engine: str | None
+
+
+EndpointLookup = Callable[[str], EndpointAvailability]
 
 
 class QueueService:
@@ -106,8 +117,7 @@ class QueueService:
         max_image_pixels: int,
         max_attempts: int,
         max_status_logs: int,
-        readiness: EndpointReadiness,
-        bound_engine: BoundEngine | None = None,
+        availability: EndpointLookup,
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -116,8 +126,7 @@ class QueueService:
         self.max_image_pixels = max_image_pixels
         self.max_attempts = max_attempts
         self.max_status_logs = max_status_logs
-        self.readiness = readiness
-        self.bound_engine = bound_engine
+        self.availability = availability
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(lambda: function(*args, **kwargs))
@@ -141,15 +150,16 @@ class QueueService:
             request = spec.input_model.model_validate(raw_input)
         except pydantic.ValidationError as error:
             raise InvalidInputError(_fal_errors(error)) from None
-        reason = await self._call(self.readiness, endpoint_id)
-        if reason is not None:
-            raise EndpointUnavailableError(reason)
+        availability = await self._call(self.availability, endpoint_id)
+        if availability.reason is not None:
+            raise EndpointUnavailableError(availability.reason)
 
         images = await self._resolve_images(spec, request, base_url=options.base_url)
         request_id = str(uuid.uuid4())
-        engine = await self._call(self.bound_engine, endpoint_id) if self.bound_engine is not None else None
         plan = spec.plan_generation(
-            request, {name: ImageDimensions(image.width, image.height) for name, image in images.items()}, engine
+            request,
+            {name: ImageDimensions(image.width, image.height) for name, image in images.items()},
+            availability.engine,
         )
 
         stored: list[str] = []
