@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from framecast.api.auth import api_key_id, require_api_key
-from framecast.api.protocol import request_urls
+from framecast.api.protocol import iso_timestamp, request_urls
 from framecast.api.state import AppState, app_state, base_url
 from framecast.store.jobs import JobRecord
 
@@ -37,12 +36,6 @@ class History(BaseModel):
     requests: list[HistoryEntry]
 
 
-def _iso(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
 def _shorten(value: Any) -> Any:
     if isinstance(value, str) and value.startswith("data:") and len(value) > MAX_SHOWN_CHARS:
         return f"{value[:MAX_SHOWN_CHARS]}… ({len(value)} characters)"
@@ -58,8 +51,8 @@ def history_entry(record: JobRecord, *, queue_base_url: str) -> HistoryEntry:
         status=record.status.value,
         error=outcome.error if failed and outcome else None,
         error_type=outcome.error_type if failed and outcome else None,
-        created_at=_iso(record.created_at) or "",
-        finished_at=_iso(record.finished_at),
+        created_at=iso_timestamp(record.created_at),
+        finished_at=None if record.finished_at is None else iso_timestamp(record.finished_at),
         input={name: _shorten(value) for name, value in record.payload.get("input", {}).items()},
         **request_urls(queue_base_url, record),
     )

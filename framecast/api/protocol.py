@@ -58,8 +58,13 @@ def request_urls(queue_base_url: str, record: JobRecord) -> RequestUrls:
     )
 
 
+def iso_timestamp(seconds: float) -> str:
+    """Unix seconds as ISO 8601 in UTC with a `Z`, as fal writes its timestamps."""
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
 def log_entry(event: JobEvent) -> LogEntry:
-    timestamp = datetime.fromtimestamp(event.created_at, tz=UTC).isoformat().replace("+00:00", "Z")
+    timestamp = iso_timestamp(event.created_at)
     level = event.level if event.level in ("STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG") else "INFO"
     return LogEntry(message=event.message, level=level, timestamp=timestamp)
 

@@ -14,7 +14,6 @@ Every upload is streamed to storage under `max_upload_bytes` and expires after
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -23,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from framecast.api.auth import require_api_key
+from framecast.api.protocol import iso_timestamp
 from framecast.api.state import AppState, app_state, base_url
 from framecast.service.auth import AuthenticationError
 from framecast.service.tokens import InvalidTokenError
@@ -67,7 +67,7 @@ def build_storage_router() -> APIRouter:
         stored = await state.uploads.receive(
             token, request.stream(), content_type=request.headers.get("content-type"), base_url=base_url(request)
         )
-        return {"file_url": stored.file_url, "size": stored.size_bytes, "expires_at": _iso(stored.expires_at)}
+        return {"file_url": stored.file_url, "size": stored.size_bytes, "expires_at": iso_timestamp(stored.expires_at)}
 
     @router.post("/storage/auth/token", dependencies=[Depends(require_api_key)])
     async def cdn_token(request: Request, state: State) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def build_storage_router() -> APIRouter:
             "token": state.tokens.sign(CDN_TOKEN_PURPOSE, {}, expires_at=expires_at),
             "token_type": "Bearer",
             "base_url": base_url(request),
-            "expires_at": _iso(expires_at),
+            "expires_at": iso_timestamp(expires_at),
         }
 
     @router.post("/files/upload", response_model=AccessUrl)
@@ -91,7 +91,7 @@ def build_storage_router() -> APIRouter:
             base_url=base_url(request),
         )
         return JSONResponse(
-            {"access_url": stored.file_url}, headers={"X-Framecast-Expires-At": _iso(stored.expires_at)}
+            {"access_url": stored.file_url}, headers={"X-Framecast-Expires-At": iso_timestamp(stored.expires_at)}
         )
 
     return router
@@ -109,7 +109,3 @@ async def _require_key_or_cdn_token(request: Request, state: AppState) -> None:
                 raise AuthenticationError(f"Invalid upload token ({error})") from None
     if state.settings.auth:
         await anyio.to_thread.run_sync(state.authenticator.authenticate, header or None)
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -238,10 +238,9 @@ class QueueService:
         Read from the blob store: a request to ourselves would be refused by the SSRF rules (loopback).
         Raises `InputError` when the URL is ours but names no file (expired, or never there).
         """
-        prefix = f"{base_url.rstrip('/')}/files/"
-        if not url.startswith(prefix):
+        key = self.blobs.key_for_url(url, base_url=base_url)
+        if key is None:
             return None
-        key = url[len(prefix) :].split("?", 1)[0].split("#", 1)[0]
         try:
             return self.blobs.get_bytes(key)
         except (BlobNotFoundError, InvalidKeyError):

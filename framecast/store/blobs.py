@@ -82,6 +82,13 @@ class BlobStore(Protocol):
         """An absolute URL that downloads the blob."""
         ...
 
+    def key_for_url(self, url: str, *, base_url: str) -> str | None:
+        """The key that `url_for` made `url` from (query and fragment ignored), or None when it is not one of ours.
+
+        The key is not validated: reading it raises `InvalidKeyError` if it is not a plain key.
+        """
+        ...
+
 
 class LocalBlobStore:
     """Files under one directory, served by the API at `/files/<key>`."""
@@ -139,4 +146,14 @@ class LocalBlobStore:
         return self._path(key)
 
     def url_for(self, key: str, *, base_url: str) -> str:
-        return f"{base_url.rstrip('/')}/files/{validate_key(key)}"
+        return f"{self._files_prefix(base_url)}{validate_key(key)}"
+
+    def key_for_url(self, url: str, *, base_url: str) -> str | None:
+        prefix = self._files_prefix(base_url)
+        if not url.startswith(prefix):
+            return None
+        return url[len(prefix) :].split("?", 1)[0].split("#", 1)[0]
+
+    @staticmethod
+    def _files_prefix(base_url: str) -> str:
+        return f"{base_url.rstrip('/')}/files/"

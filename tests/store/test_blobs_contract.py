@@ -83,3 +83,11 @@ def test_unguessable_names_are_always_valid_keys() -> None:
     assert len(names) == 5000
     for name in names:
         assert validate_key(f"outputs/request/{name}") and len(name) == 36
+
+
+def test_a_files_url_gives_back_its_key(blobs: BlobStore) -> None:
+    url = blobs.url_for("uploads/abc/cat.png", base_url="https://gpu.example.com/")
+    assert blobs.key_for_url(url, base_url="https://gpu.example.com") == "uploads/abc/cat.png"
+    assert blobs.key_for_url(url + "?download=1#t", base_url="https://gpu.example.com") == "uploads/abc/cat.png"
+    assert blobs.key_for_url(url, base_url="https://other.example.com") is None
+    assert blobs.key_for_url("https://gpu.example.com/queue/x", base_url="https://gpu.example.com") is None
