@@ -79,7 +79,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.measure import cpu_stall_s, median, process_cpu_s, table  # noqa: E402
+from bench.measure import cpu_stall_s, median, process_cpu_s, quiet_offline_torch, table  # noqa: E402
 from tests.e2e.server import FramecastServer, make_certificates  # noqa: E402
 
 if TYPE_CHECKING:
@@ -512,6 +512,9 @@ def measure_family(
     engine.load()
     output = scratch / "out.mp4"
 
+    def ignore_log(_message: str, _level: str = "INFO") -> None:
+        pass
+
     def encode(frames: Any) -> None:
         encode_mp4(frames, frames_per_second=request.frames_per_second, path=output)
 
@@ -521,7 +524,7 @@ def measure_family(
         return frames
 
     def run_engine() -> tuple[float, float, Any]:
-        generate_s, generated = timed(lambda: engine.generate(request, lambda _progress: None, lambda _line: None))
+        generate_s, generated = timed(lambda: engine.generate(request, lambda _progress: None, ignore_log))
         encode_s, _ = timed(lambda: encode(generated.frames))
         return generate_s, encode_s, generated.frames
 
@@ -663,17 +666,7 @@ def main() -> int:
         parser.error("--repeats and --threads must be >= 1, --poll-s > 0")
     families = [family for family in FAMILIES if family.key in keys]
 
-    os.environ["HF_HUB_OFFLINE"] = "1"  # everything is local; never ask a hub
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    import diffusers
-    import torch
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    # "requires torchvision ... falling back" on every load
-    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    torch.set_num_threads(arguments.threads)
+    quiet_offline_torch(arguments.threads)
     from framecast.engines.tiny_models import build_tiny_models
 
     work = Path(tempfile.mkdtemp(prefix="framecast-bench-engines-"))

@@ -55,7 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.measure import cpu_stall_s, median, table  # noqa: E402
+from bench.measure import cpu_stall_s, median, quiet_offline_torch, table  # noqa: E402
 
 SEED = 1234
 PROMPT = "a cat walking in the snow"
@@ -156,11 +156,7 @@ def main() -> int:
         parser.error("--sections, --steps, --repeats and --threads must be >= 1")
     modes = ["plain"] if arguments.no_previews else list(MODES)
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    import diffusers
-    import torch
-    import transformers
+    quiet_offline_torch(arguments.threads)
     from PIL import Image
 
     from framecast.bindings import ModelBinding
@@ -170,11 +166,6 @@ def main() -> int:
     from framecast.engines.tiny_models import build_tiny_models
     from framecast.engines.video import encode_mp4
     from framecast.worker.engine_process import PREVIEW_CRF
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    torch.set_num_threads(arguments.threads)
 
     work = Path(tempfile.mkdtemp(prefix="framecast-bench-framepack-"))
     started, stall_before = time.perf_counter(), cpu_stall_s()

@@ -46,3 +46,21 @@ def cpu_stall_s() -> float:
     except (OSError, IndexError):
         return float("nan")
     return int(line.rsplit("total=", 1)[1]) / 1e6
+
+
+def quiet_offline_torch(threads: int) -> None:
+    """Offline Hugging Face libraries without progress bars or torchvision warnings, torch on `threads` threads.
+
+    Imports torch, diffusers and transformers: call it after parsing arguments, so `--help` stays quick.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"  # everything is local; never ask a hub
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    import diffusers
+    import torch
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # "requires torchvision ... falling back" on every load
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    torch.set_num_threads(threads)
