@@ -19,14 +19,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+
+# Row ids and byte counts that may outgrow 32 bits on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is already
+# 64-bit and must stay INTEGER to be the autoincrementing rowid.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 metadata = sa.MetaData()
 
 jobs = sa.Table(
     "jobs",
     metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=False, unique=True),
     sa.Column("endpoint_id", sa.String(200), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -65,7 +69,7 @@ jobs = sa.Table(
 job_events = sa.Table(
     "job_events",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("level", sa.String(16), nullable=False),
@@ -84,6 +88,9 @@ workers = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     # JSON: endpoint_id -> {engine, weights, device, state, error} (schema version 2).
     sa.Column("endpoints", sa.Text),
+    # JSON: {"devices": [{device, allocated_bytes, reserved_bytes, total_bytes}]}, the engine's GPU memory
+    # as of its last report (schema version 6).
+    sa.Column("resources", sa.Text),
 )
 
 # -- schema version 3: API keys, server secrets, the webhook outbox, uploads -----------------------
@@ -92,7 +99,8 @@ api_keys = sa.Table(
     "api_keys",
     metadata,
     sa.Column("key_id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    # Given by the operator, any length.
+    sa.Column("name", sa.Text, nullable=False, unique=True),
     # sha256 of the whole key; the key itself is shown once and never stored.
     sa.Column("secret_sha256", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
@@ -122,7 +130,7 @@ server_secrets = sa.Table(
 webhook_deliveries = sa.Table(
     "webhook_deliveries",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
     # One delivery per finished job: written in the transaction that finishes it.
     sa.Column("request_id", sa.String(64), nullable=False, unique=True),
     sa.Column("url", sa.Text, nullable=False),
@@ -145,8 +153,9 @@ uploads = sa.Table(
     sa.Column("key", sa.String(300), primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("size_bytes", sa.Integer, nullable=False),
-    sa.Column("content_type", sa.String(200), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    # As the client sent it (normalised, not length-checked): unbounded, as SQLite stores it.
+    sa.Column("content_type", sa.Text, nullable=False),
     sa.Index("ix_uploads_expires_at", "expires_at"),
 )
 
@@ -163,7 +172,28 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     3: [("jobs", "webhook_format", "VARCHAR(16)")],
     4: [("jobs", "upstream", "TEXT")],
     5: [("jobs", "submitted_by", "VARCHAR(32)")],
+    6: [("workers", "resources", "TEXT")],
 }
+
+
+# Any 64-bit number, the same in every framecast: PostgreSQL's advisory lock that serialises migrations.
+MIGRATION_LOCK_ID = 0x6672616D65636173  # "framecas"
+
+
+def engine_url(url: str) -> str:
+    """`url` with a SQLAlchemy driver: `postgresql://` and `postgres://` (as users and libpq write them) use psycopg 3.
+
+    Other URLs, and PostgreSQL URLs that name a driver, are returned unchanged.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL as libpq (psycopg.connect) takes it: no SQLAlchemy driver name."""
+    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -174,13 +204,20 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+# Connections each SQLite engine keeps open. The API runs store calls on anyio's worker threads (40 by default),
+# each holding a connection while it runs; with fewer pooled, every checkout past the pool opened a connection
+# (and ran the PRAGMAs below) and closed it again on return, a quarter of the API's CPU under load
+# (docs/reliability.md). An idle SQLite connection costs a file handle and its page cache.
+SQLITE_POOL_SIZE = 40
+
+
 def _sqlite_engines(url: str) -> tuple[Engine, Engine]:
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def make(begin_statement: str) -> Engine:
-        engine = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=False)
+        engine = sa.create_engine(url, pool_size=SQLITE_POOL_SIZE, max_overflow=32, pool_pre_ping=False)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -209,17 +246,21 @@ class SqlDatabase:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        if url.startswith("sqlite"):
-            self._writer, self._reader = _sqlite_engines(url)
+        self.url = engine_url(url)
+        if self.url.startswith("sqlite"):
+            self._writer, self._reader = _sqlite_engines(self.url)
         else:
-            self._writer = sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+            self._writer = sa.create_engine(self.url, pool_size=8, max_overflow=32, pool_pre_ping=True)
             self._reader = self._writer
         self.is_postgres = self._writer.dialect.name == "postgresql"
         self._migrate()
 
     def _migrate(self) -> None:
         with self._writer.begin() as connection:
+            if self.is_postgres:
+                # Processes opening a fresh database together would race on CREATE TABLE; the lock ends with the
+                # transaction. (SQLite's BEGIN IMMEDIATE already serialises them.)
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
             metadata.create_all(connection)
             version = connection.execute(sa.select(schema_info.c.version)).scalar()
             if version is None:

@@ -9,8 +9,9 @@ Times are Unix seconds (float).
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 
@@ -159,6 +160,8 @@ class WorkerRecord:
     started_at: float
     # Every endpoint bound on this worker, with its engine, weights and state.
     endpoints: Mapping[str, WorkerEndpoint] = field(default_factory=dict)
+    # The GPU memory its engine process last reported (after loading, after each job).
+    resources: WorkerResources = field(default_factory=lambda: WorkerResources())
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,33 @@ class WorkerEndpoint:
     device: str
     state: str  # "loading" | "ready" | "weights_missing" | "engine_error"
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """One accelerator's memory as torch's caching allocator saw it in the engine process, in bytes."""
+
+    device: str  # "cuda:0": the index as the engine process sees it (after CUDA_VISIBLE_DEVICES)
+    allocated_bytes: int  # held by live tensors
+    reserved_bytes: int  # held by the allocator's cache (what nvidia-smi counts for the process, less the context)
+    total_bytes: int  # the device's whole memory
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What a worker's engine process last reported of its devices: empty on CPU, or before the first report."""
+
+    devices: tuple[DeviceMemory, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({"devices": [asdict(device) for device in self.devices]})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> WorkerResources:
+        """Parses what `to_json` wrote; None (a row from before schema version 6) is no report."""
+        if not text:
+            return cls()
+        return cls(devices=tuple(DeviceMemory(**device) for device in json.loads(text).get("devices", [])))
 
 
 # Tells the reaper whether a worker is known to be dead without waiting for its

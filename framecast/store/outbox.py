@@ -16,6 +16,7 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
+from framecast.store.changes import EVENTS_CHANNEL, notify
 from framecast.store.database import SqlDatabase, job_events, webhook_deliveries
 
 PENDING = "pending"
@@ -133,6 +134,8 @@ class SqlWebhookOutbox:
             ).first()
             if updated is None:
                 return False
+            # The attempt's log line is news for the job's status streams.
+            notify(connection, EVENTS_CHANNEL, updated.request_id)
             connection.execute(
                 job_events.insert().values(
                     request_id=updated.request_id, created_at=now, level=result.log_level, message=result.log_message

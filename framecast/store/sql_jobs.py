@@ -4,6 +4,12 @@ On PostgreSQL the claim adds `FOR UPDATE SKIP LOCKED` so concurrent workers
 never wait on each other. Every way a job finishes goes through `_finish`,
 which also writes the job's webhook delivery into the outbox in the same
 transaction: a result is never committed without its webhook, nor the reverse.
+
+On PostgreSQL every change someone may be waiting for also sends a notification
+in its transaction (`framecast.store.changes`): a job becoming claimable (created,
+released, requeued) on the jobs channel with its endpoint id, and a job's news
+(any event, which includes a claim and a cancel request, and its end) on the
+events channel with its request id.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from framecast.store.changes import EVENTS_CHANNEL, JOBS_CHANNEL, notify
 from framecast.store.database import SqlDatabase, job_events, jobs, webhook_deliveries, workers
 from framecast.store.jobs import (
     CancelOutcome,
@@ -34,6 +41,7 @@ from framecast.store.jobs import (
     WorkerEndpoint,
     WorkerLiveness,
     WorkerRecord,
+    WorkerResources,
     error_outcome,
 )
 
@@ -81,6 +89,7 @@ class SqlJobStore:
         try:
             with self._write() as connection:
                 connection.execute(jobs.insert().values(**row))
+                notify(connection, JOBS_CHANNEL, job.endpoint_id)
                 record = self._get(connection, job.request_id)
         except sa.exc.IntegrityError as error:
             raise KeyError(job.request_id) from error
@@ -261,7 +270,7 @@ class SqlJobStore:
 
     def release_job(self, request_id: str, lease_token: str, *, now: float) -> bool:
         with self._write() as connection:
-            result = connection.execute(
+            released = connection.execute(
                 jobs.update()
                 .where(self._fenced(request_id, lease_token))
                 .values(
@@ -271,12 +280,13 @@ class SqlJobStore:
                     lease_expires_at=None,
                     attempts=sa.case((jobs.c.attempts > 0, jobs.c.attempts - 1), else_=0),
                 )
-            )
-            if result.rowcount:
-                _insert_events(
-                    connection, request_id, [EventInput("Worker stopped; back in the queue", created_at=now)]
-                )
-            return bool(result.rowcount)
+                .returning(jobs.c.endpoint_id)
+            ).first()
+            if released is None:
+                return False
+            notify(connection, JOBS_CHANNEL, released.endpoint_id)
+            _insert_events(connection, request_id, [EventInput("Worker stopped; back in the queue", created_at=now)])
+            return True
 
     def _finish(
         self,
@@ -306,6 +316,7 @@ class SqlJobStore:
         )
         if not result.rowcount:
             return False
+        notify(connection, EVENTS_CHANNEL, request_id)
         hook = connection.execute(
             sa.select(jobs.c.webhook_url, jobs.c.webhook_format).where(jobs.c.request_id == request_id)
         ).first()
@@ -377,6 +388,7 @@ class SqlJobStore:
                         )
                     )
                     if result.rowcount:
+                        notify(connection, JOBS_CHANNEL, row["endpoint_id"])
                         message = (
                             f"Worker {worker} was lost; back in the queue "
                             f"(attempt {row['attempts']} of {row['max_attempts']} used)"
@@ -395,6 +407,7 @@ class SqlJobStore:
             "heartbeat_at": worker.heartbeat_at,
             "started_at": worker.started_at,
             "endpoints": json.dumps({endpoint_id: asdict(entry) for endpoint_id, entry in worker.endpoints.items()}),
+            "resources": worker.resources.to_json(),
         }
         with self._write() as connection:
             updated = connection.execute(
@@ -420,6 +433,7 @@ class SqlJobStore:
                         endpoint_id: WorkerEndpoint(**entry)
                         for endpoint_id, entry in json.loads(row["endpoints"] or "{}").items()
                     },
+                    resources=WorkerResources.from_json(row["resources"]),
                 )
                 for row in rows
             ]
@@ -436,6 +450,7 @@ def _now_or(value: float | None) -> float:
 def _insert_events(connection: Connection, request_id: str, events: Sequence[EventInput]) -> None:
     if not events:
         return
+    notify(connection, EVENTS_CHANNEL, request_id)
     connection.execute(
         job_events.insert(),
         [

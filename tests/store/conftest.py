@@ -7,10 +7,21 @@ import pytest
 
 from framecast.store.database import SqlDatabase
 
+DIALECTS = ["sqlite", "postgresql"]
 
-@pytest.fixture(params=["sqlite"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlDatabase]:
-    """The SQL database behind the credential, outbox and upload contract suites (PostgreSQL joins in scale-out)."""
-    instance = SqlDatabase(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+@pytest.fixture(params=DIALECTS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each dialect: a SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[SqlDatabase]:
+    """The SQL database behind the job store, credential, outbox and upload contract suites."""
+    instance = SqlDatabase(database_url)
     yield instance
     instance.close()

@@ -1,11 +1,10 @@
-"""The JobStore contract. Every implementation runs this suite (PostgreSQL joins it in scale-out)."""
+"""The JobStore contract. Every implementation runs this suite: SqlJobStore on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import multiprocessing
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -30,9 +29,9 @@ def always_alive(_worker_id: str) -> bool:
     return True
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
-    instance = SqlJobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    instance = SqlJobStore(database_url)
     yield instance
     instance.close()
 
@@ -175,13 +174,12 @@ def _claim_all(url: str, worker: str, results: multiprocessing.Queue) -> None:  
     store.close()
 
 
-def test_concurrent_claims_from_processes_never_duplicate(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = SqlJobStore(url)
+def test_concurrent_claims_from_processes_never_duplicate(database_url: str) -> None:
+    store = SqlJobStore(database_url)
     created = {store.create_job(new_job()).request_id for _ in range(60)}
     context = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue = context.Queue()  # type: ignore[type-arg]
-    processes = [context.Process(target=_claim_all, args=(url, f"w{i}", results)) for i in range(3)]
+    processes = [context.Process(target=_claim_all, args=(database_url, f"w{i}", results)) for i in range(3)]
     for process in processes:
         process.start()
     claimed = [request_id for _ in processes for request_id in results.get(timeout=60)]
