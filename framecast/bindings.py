@@ -20,8 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from framecast.engines.names import (
     BINDING_OPTIONS,
     ENGINE_NAMES,
+    ENGINE_OPTIONS,
     RELAY_ENGINE,
+    TEST_ENGINE_OPTIONS,
     WEIGHT_OPTION_KEYS,
+    ContextParallelOptions,
+    context_parallel_refusal,
     parse_engine_options,
 )
 
@@ -155,6 +159,8 @@ def load_bindings_file(
             weights = _resolve_weights(entry.weights, data_dir=data_dir, base=path.parent)
         if known_engines is not None and entry.engine in known_engines:
             problems.extend(_option_problems(endpoint_id, entry.engine, options))
+        parallel_device, parallel_problems = _context_parallel_device(endpoint_id, entry, options)
+        problems.extend(parallel_problems)
         for key in WEIGHT_OPTION_KEYS:
             if isinstance(options.get(key), str):
                 options[key] = _resolve_weights(options[key], data_dir=data_dir, base=path.parent)
@@ -163,7 +169,7 @@ def load_bindings_file(
                 endpoint_id=endpoint_id,
                 engine=entry.engine,
                 weights=weights,
-                device=entry.device or parsed.defaults.device,
+                device=parallel_device or entry.device or parsed.defaults.device,
                 dtype=dtype,
                 render_scale=entry.render_scale or 1.0,
                 options=options,
@@ -183,6 +189,31 @@ def _resolve_weights(weights: str, *, data_dir: Path, base: Path) -> str:
     return weights
 
 
+def _context_parallel_device(
+    endpoint_id: str, entry: BindingEntry, options: dict[str, Any]
+) -> tuple[str | None, list[str]]:
+    """The device of rank 0 of a binding with `options.context_parallel` (None without), and its problems.
+
+    Rank 0 runs on the first of `devices`, so that is the binding's device.
+    """
+    # Other engines (relay, test engines) take no such option and their own validation refuses it.
+    if "context_parallel" not in options or entry.engine not in ENGINE_OPTIONS:
+        return None, []
+    refusal = context_parallel_refusal(entry.engine)
+    if refusal is not None:
+        return None, [f"endpoints.{endpoint_id!r}.options.context_parallel: {refusal}"]
+    try:
+        devices = ContextParallelOptions.model_validate(options["context_parallel"]).devices
+    except ValidationError:
+        return None, []  # _option_problems names what is wrong
+    if entry.device is not None and entry.device != devices[0]:
+        return None, [
+            f"endpoints.{endpoint_id!r}.device: {entry.device!r} is not {devices[0]!r}, the first of "
+            "options.context_parallel.devices, where rank 0 runs; leave `device` out"
+        ]
+    return devices[0], []
+
+
 def _option_problems(endpoint_id: str, engine: str, options: dict[str, Any]) -> list[str]:
     try:
         parse_engine_options(engine, options)
@@ -196,7 +227,7 @@ def _option_problems(endpoint_id: str, engine: str, options: dict[str, Any]) -> 
 
 def weight_sources(binding: ModelBinding) -> dict[str, str]:
     """Every weights source of `binding`: {"pipeline": weights, component: source...} (repo ids or dirs)."""
-    if binding.is_relay:
+    if binding.is_relay or binding.engine in TEST_ENGINE_OPTIONS:
         return {}
     sources = {"pipeline": binding.weights}
     if binding.engine in BINDING_OPTIONS:
@@ -204,11 +235,14 @@ def weight_sources(binding: ModelBinding) -> dict[str, str]:
     return sources
 
 
-def resolve_bindings(models: str, *, data_dir: Path, device: str | None = None) -> list[ModelBinding]:
+def resolve_bindings(
+    models: str, *, data_dir: Path, device: str | None = None, allow_test_engines: bool = False
+) -> list[ModelBinding]:
     """The bindings of `models`: a built-in profile name or the path of a bindings file.
 
     Every endpoint must be in the catalogue and every engine known. `device`
-    overrides every binding's device. Raises `BindingsError`.
+    overrides every binding's device. A test engine (`test-null`) is refused unless
+    `allow_test_engines` (the server's `--test-faults`). Raises `BindingsError`.
     """
     from framecast.endpoints import build_catalogue
 
@@ -220,8 +254,18 @@ def resolve_bindings(models: str, *, data_dir: Path, device: str | None = None) 
     bindings = load_bindings_file(
         path, data_dir=data_dir, known_endpoints=set(build_catalogue()), known_engines=set(ENGINE_NAMES)
     )
+    test_bound = [binding.endpoint_id for binding in bindings if binding.engine in TEST_ENGINE_OPTIONS]
+    if test_bound and not allow_test_engines:
+        raise BindingsError(
+            f"{path}: {', '.join(test_bound)} bound to a test engine ({', '.join(TEST_ENGINE_OPTIONS)}), "
+            "which serves only with --test-faults (tests and benchmarks)"
+        )
     if device is not None:
-        bindings = [replace(binding, device=device) for binding in bindings]
+        # A context-parallel binding names every device of its ranks itself.
+        bindings = [
+            binding if "context_parallel" in binding.options else replace(binding, device=device)
+            for binding in bindings
+        ]
     return bindings
 
 

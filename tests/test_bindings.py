@@ -178,3 +178,15 @@ def test_a_worker_can_serve_a_subset_of_the_bindings(tmp_path: Path) -> None:
         select_bindings(bindings, "fal-ai/wan-i2v,fal-ai/nope")
     with pytest.raises(BindingsError, match=r"\(none given\)"):
         select_bindings(bindings, " , ")
+
+
+def test_the_test_engine_binds_only_when_test_engines_are_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path / "bench.toml", '[endpoints."fal-ai/wan-i2v"]\nengine = "test-null"\nweights = "none"\n')
+    with pytest.raises(BindingsError, match=r"fal-ai/wan-i2v bound to a test engine \(test-null\).*--test-faults"):
+        resolve_bindings(str(path), data_dir=tmp_path)
+    (binding,) = resolve_bindings(str(path), data_dir=tmp_path, allow_test_engines=True)
+    assert binding.engine == "test-null"
+    assert weight_sources(binding) == {}, "it loads no weights: nothing to pull or check"
+    with pytest.raises(BindingsError, match=r"options\.steps"):
+        write(path, path.read_text() + "options = { steps = 1 }\n")
+        resolve_bindings(str(path), data_dir=tmp_path, allow_test_engines=True)

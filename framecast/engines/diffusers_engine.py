@@ -461,6 +461,12 @@ class DiffusersEngine:
     def step_cache(self, pipe: Any, request: GenerationRequest, log: LogCallback) -> Iterator[None]:
         """FirstBlockCache on every denoiser for the duration of one job (fresh state per job)."""
         threshold = self.cache_threshold(request)
+        if threshold is not None and self.settings.context_parallel is not None:
+            # Each rank would judge the first block on its own share of the tokens and skip different steps,
+            # leaving the others waiting in the transformer's collectives (diffusers warns of this hang too).
+            acceleration = request.options.get("acceleration", self.settings.cache)
+            log(f"Step cache off: acceleration {acceleration!r} is not used when a job runs on several devices")
+            threshold = None
         if threshold is None:
             yield
             return

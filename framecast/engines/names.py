@@ -7,9 +7,10 @@ docs/engines.md documents every option.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Memory modes, cheapest first: the out-of-memory error suggests the next one.
 MEMORY_MODES = ("none", "model_cpu_offload", "group_offload", "sequential_cpu_offload")
@@ -24,6 +25,37 @@ class BindingOptions(BaseModel):
     def weight_sources(self) -> dict[str, str]:
         """Extra weights this binding loads besides `weights`: {component: repo id or directory}."""
         return {}
+
+
+# A device of a context-parallel rank: one GPU each, or the CPU (tests).
+PARALLEL_DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
+
+
+class ContextParallelOptions(BaseModel):
+    """`options.context_parallel`: one job on several devices (docs/engines.md#several-gpus-for-one-job)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    devices: tuple[str, ...] = Field(
+        ...,
+        min_length=2,
+        description="One device per rank, rank 0 (the engine process) first: 'cuda:0', 'cuda:1'... Ulysses splits "
+        "each job's video tokens and attention heads evenly across them. 'cpu' (repeated) runs the ranks on the CPU, "
+        "for tests.",
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _one_gpu_per_rank(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
+        malformed = [device for device in devices if not PARALLEL_DEVICE.match(device)]
+        if malformed:
+            raise ValueError(f"{', '.join(map(repr, malformed))}: name each GPU as 'cuda:N', or use 'cpu'")
+        if len({device == "cpu" for device in devices}) > 1:
+            raise ValueError("all devices must be GPUs, or all 'cpu'")
+        gpus = [device for device in devices if device != "cpu"]
+        if len(set(gpus)) != len(gpus):
+            raise ValueError("each GPU may appear once: every rank needs a GPU of its own")
+        return devices
 
 
 class EngineOptions(BindingOptions):
@@ -54,6 +86,27 @@ class EngineOptions(BindingOptions):
         description="FirstBlockCache's relative-change threshold for `regular`; `high` uses twice this. "
         "Higher skips more steps and drifts more.",
     )
+    context_parallel: ContextParallelOptions | None = Field(
+        None,
+        description="Run each job on several devices at once (Ulysses context parallelism; engines whose traits "
+        "allow it: Wan). Default: one device, the binding's `device`.",
+    )
+
+    @model_validator(mode="after")
+    def _context_parallel_alone(self) -> EngineOptions:
+        if self.context_parallel is None:
+            return self
+        if self.memory != "none":
+            raise ValueError(
+                "context_parallel keeps the whole model on every device; memory must be 'none' (offloading "
+                "on several ranks is not supported)"
+            )
+        if self.cache != "none":
+            raise ValueError(
+                "cache: each rank would judge its own share of the tokens and skip different steps, leaving the "
+                "others waiting; use 'none' with context_parallel"
+            )
+        return self
 
 
 class FramePackOptions(EngineOptions):
@@ -126,8 +179,17 @@ ENGINE_OPTIONS: dict[str, type[EngineOptions]] = {
     "diffusers-svd": StableVideoOptions,
     "diffusers-skyreels-df": SkyReelsOptions,
 }
-# Every engine a binding may name: the diffusers engines (run by GPU workers) and the relay (run by the API).
-BINDING_OPTIONS: dict[str, type[BindingOptions]] = {**ENGINE_OPTIONS, RELAY_ENGINE: RelayOptions}
+# Test and benchmark engines (framecast.engines.null): a bindings file may name one only on a server started
+# with --test-faults (framecast.bindings.resolve_bindings). They load no weights.
+NULL_ENGINE = "test-null"
+TEST_ENGINE_OPTIONS: dict[str, type[BindingOptions]] = {NULL_ENGINE: BindingOptions}
+# Every engine a binding may name: the diffusers engines (run by GPU workers), the relay (run by the API)
+# and the test engines.
+BINDING_OPTIONS: dict[str, type[BindingOptions]] = {
+    **ENGINE_OPTIONS,
+    RELAY_ENGINE: RelayOptions,
+    **TEST_ENGINE_OPTIONS,
+}
 ENGINE_NAMES = tuple(BINDING_OPTIONS)
 # Option keys that name weights: `${data_dir}` and relative paths resolve in them as in `weights`.
 WEIGHT_OPTION_KEYS = ("transformer", "image_encoder")
@@ -156,6 +218,11 @@ class EngineTraits(BaseModel):
     guidance_scale: float = Field(..., ge=1, description="The default guidance: a closed model's default maps to it.")
     takes_prompt: bool = Field(True, description="Whether a text prompt conditions the video.")
     takes_negative_prompt: bool = Field(True, description="Whether a negative prompt does, as the engine is mapped.")
+    context_parallel: bool = Field(
+        False,
+        description="diffusers has a context-parallel plan for the model's transformer, so a binding may run "
+        "each job on several devices (`options.context_parallel`).",
+    )
 
 
 FRAMEPACK_TRAITS = EngineTraits(
@@ -169,7 +236,9 @@ FRAMEPACK_TRAITS = EngineTraits(
 # Separate from ENGINE_OPTIONS: only the engines that render locally have traits (a relay forwards the input as is).
 ENGINE_TRAITS: dict[str, EngineTraits] = {
     # Wan 2.1 (I2V, FLF2V) and Wan 2.2 A14B make 81 frames at 16 fps; 30 steps is fal's Wan default.
-    "diffusers-wan-i2v": EngineTraits(family="Wan", frames_per_second=16, num_inference_steps=30, guidance_scale=5.0),
+    "diffusers-wan-i2v": EngineTraits(
+        family="Wan", frames_per_second=16, num_inference_steps=30, guidance_scale=5.0, context_parallel=True
+    ),
     "diffusers-framepack": FRAMEPACK_TRAITS,
     "diffusers-framepack-f1": FRAMEPACK_TRAITS,
     # diffusers' default `fps` for SVD is 7: the model is micro-conditioned on fps - 1 = 6, its training rate, so
@@ -196,3 +265,15 @@ CLOSED_MODEL_TRAITS = EngineTraits(
 def engine_traits(engine: str | None) -> EngineTraits:
     """The traits of `engine`, or `CLOSED_MODEL_TRAITS` for None or an engine without traits."""
     return ENGINE_TRAITS.get(engine or "", CLOSED_MODEL_TRAITS)
+
+
+def context_parallel_refusal(engine: str) -> str | None:
+    """Why `engine` cannot run one job on several devices (`options.context_parallel`); None when it can."""
+    traits = ENGINE_TRAITS.get(engine)
+    if traits is not None and traits.context_parallel:
+        return None
+    able = ", ".join(name for name, other in ENGINE_TRAITS.items() if other.context_parallel)
+    return (
+        f"engine {engine!r} cannot run one job on several devices: diffusers has no context-parallel plan for its "
+        f"model (engines that can: {able})"
+    )

@@ -9,12 +9,14 @@ plain dicts.
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import os
 import signal
 import sys
+import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
@@ -33,6 +35,7 @@ from framecast.engines.base import (
     Section,
 )
 from framecast.engines.safety import SafetyChecker, load_safety_checker
+from framecast.logs import LogFormat, bind_worker_id, configure_logging, log_context
 from framecast.worker.linux import die_with_parent
 
 # Test-only faults (`--test-faults`): "raise_at_step=N", "exit_at_step=N", "block_at_step=N",
@@ -40,8 +43,13 @@ from framecast.worker.linux import die_with_parent
 FAULT_BLOCK_LIMIT_S = 300.0
 
 
+# Lines in the worker's log format (configure_engine_logging); what users see goes over the pipe instead.
+logger = logging.getLogger("framecast.engine")
+
 # Previews are watched, not kept: a faster, lossier encode than the result's.
 PREVIEW_CRF = 26
+# A job's last message. The worker reads nothing more until the next job, so the memory report goes first.
+JOB_END_TYPES = frozenset({"done", "failed", "cancelled"})
 
 
 class EngineHost:
@@ -59,12 +67,17 @@ class EngineHost:
         self.safety_checker: SafetyChecker | None = None
         self.engines: dict[str, Engine] = {}
         self.cancelled = False
+        # A context-parallel engine's monitor thread may log a broken group while this thread sends progress.
+        self.send_lock = threading.Lock()
 
     def on_cancel_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.cancelled = True
 
     def send(self, message: dict[str, Any]) -> None:
-        self.connection.send(message)
+        with self.send_lock:
+            if message["type"] in JOB_END_TYPES:
+                self.connection.send(resources_message())
+            self.connection.send(message)
 
     def load(self) -> dict[str, str]:
         """Load every binding's engine; returns endpoint_id -> reason for those that failed.
@@ -79,7 +92,7 @@ class EngineHost:
                 self.safety_checker = load_safety_checker(self.safety_checker_spec)
             except Exception as error:
                 # Serving without the checker the operator asked for would be silently unsafe.
-                traceback.print_exc(file=sys.stderr)
+                logger.exception("the safety checker %s could not be loaded", self.safety_checker_spec)
                 reason = f"the safety checker could not be loaded: {describe_error(error)}"
                 return {endpoint_id: reason for endpoint_id in self.bindings}
         # One engine object per distinct binding (less the endpoint): endpoints may share a loaded model.
@@ -92,7 +105,7 @@ class EngineHost:
                     engine = build_engine(binding)
                     engine.load()
                 except Exception as error:
-                    traceback.print_exc(file=sys.stderr)
+                    logger.exception("%s could not be loaded from %s", binding.engine, binding.weights)
                     shared[identity] = describe_error(error)
                 else:
                     shared[identity] = engine
@@ -200,7 +213,7 @@ class EngineHost:
                 }
             )
         except Exception as error:
-            traceback.print_exc(file=sys.stderr)
+            logger.exception("the model failed")
             self.send(
                 {
                     "type": "failed",
@@ -270,9 +283,16 @@ def engine_process_main(
     parent_pid: int,
     torch_threads: int | None = None,
     safety_checker: str | None = None,
+    *,
+    log_level: str = "info",
+    log_format: LogFormat = "text",
+    worker_id: str | None = None,
 ) -> None:
     """Entry point of the spawned engine process."""
     die_with_parent(parent_pid)
+    configure_engine_logging(log_level, log_format)
+    if worker_id is not None:
+        bind_worker_id(worker_id)
     if torch_threads is not None:
         import torch
 
@@ -285,6 +305,7 @@ def engine_process_main(
     host = EngineHost(connection, [ModelBinding(**binding) for binding in bindings], max_image_pixels, safety_checker)
     signal.signal(signal.SIGUSR1, host.on_cancel_signal)
     failures = host.load()
+    connection.send(resources_message())
     connection.send({"type": "ready", "endpoints": sorted(host.engines), "failures": failures})
     while True:
         try:
@@ -292,9 +313,62 @@ def engine_process_main(
         except (EOFError, OSError):
             return
         if message.get("type") == "run":
-            host.run(message)
+            with log_context(request_id=message.get("request_id")):
+                host.run(message)
         elif message.get("type") == "stop":
             return
+
+
+def configure_engine_logging(level: str, log_format: LogFormat) -> None:
+    """Log as the worker does, the model libraries included.
+
+    Their progress bars go: redrawn with carriage returns, they would break lines of the log (JSON ones
+    above all). transformers' and diffusers' own stderr handlers give way to the root one.
+    """
+    configure_logging(level, log_format)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for library in ("transformers", "diffusers"):
+        try:
+            library_logging = importlib.import_module(f"{library}.utils.logging")
+        except ImportError:
+            continue
+        library_logging.disable_progress_bar()
+        library_logging.disable_default_handler()
+        library_logging.enable_propagation()
+
+
+def resources_message() -> dict[str, Any]:
+    """The GPU memory this process holds, for the worker's heartbeat (the framecast_gpu_memory_* metrics)."""
+    return {"type": "resources", "devices": device_memory()}
+
+
+def device_memory() -> list[dict[str, Any]]:
+    """Each CUDA device this process's caching allocator has used: allocated, reserved and total bytes.
+
+    Empty on CPU, and before torch is imported. Never creates a CUDA context to look (a context costs
+    hundreds of MiB on every device it touches).
+    """
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return []
+        devices = []
+        for index in range(torch.cuda.device_count()):
+            reserved = int(torch.cuda.memory_reserved(index))
+            if reserved == 0:
+                continue
+            devices.append(
+                {
+                    "device": f"cuda:{index}",
+                    "allocated_bytes": int(torch.cuda.memory_allocated(index)),
+                    "reserved_bytes": reserved,
+                    "total_bytes": int(torch.cuda.get_device_properties(index).total_memory),
+                }
+            )
+        return devices
+    except Exception:
+        # A metric must never fail a job.
+        return []
 
 
 def section_facts(section: Section) -> dict[str, Any]:

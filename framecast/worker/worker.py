@@ -22,14 +22,18 @@ from typing import Any
 
 from framecast.bindings import ModelBinding
 from framecast.endpoints import build_catalogue
+from framecast.logs import LogFormat, log_context
 from framecast.store.blobs import BlobInfo, BlobStore, blob_reference, unguessable_name
+from framecast.store.changes import ChangeFeed
 from framecast.store.jobs import (
     ClaimedJob,
+    DeviceMemory,
     EventInput,
     JobOutcome,
     JobStore,
     WorkerEndpoint,
     WorkerRecord,
+    WorkerResources,
     error_outcome,
 )
 from framecast.store.sql_jobs import CANCELLED_OUTCOME
@@ -44,6 +48,8 @@ EVENT_FLUSH_S = 0.25
 PREVIEW_FIELDS = ("section", "sections", "num_frames", "placement")
 # Queue-to-start latency of an idle worker; a read-only query, so polling this often is cheap.
 IDLE_POLL_S = 0.02
+# With a change feed that wakes on new jobs (PostgreSQL's NOTIFY) the poll is only a fallback.
+NOTIFIED_IDLE_POLL_S = 1.0
 
 
 class EngineProcessDied(Exception):
@@ -60,6 +66,9 @@ class WorkerConfig:
     torch_threads: int | None = None
     # MODULE:FACTORY of the output safety checker (framecast.engines.safety), loaded by the engine process.
     safety_checker: str | None = None
+    # The engine process logs as the worker does (--log-level, --log-format).
+    log_level: str = "info"
+    log_format: LogFormat = "text"
 
     @property
     def lease_check_s(self) -> float:
@@ -76,6 +85,10 @@ class EngineProcess:
         max_image_pixels: int,
         torch_threads: int | None,
         safety_checker: str | None = None,
+        *,
+        log_level: str = "info",
+        log_format: LogFormat = "text",
+        worker_id: str | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child_connection = context.Pipe()
@@ -89,6 +102,7 @@ class EngineProcess:
                 torch_threads,
                 safety_checker,
             ),
+            kwargs={"log_level": log_level, "log_format": log_format, "worker_id": worker_id},
             name="framecast-engine",
             daemon=True,
         )
@@ -135,9 +149,18 @@ class EngineProcess:
 
 class Worker:
     def __init__(
-        self, *, store: JobStore, blobs: BlobStore, bindings: list[ModelBinding], config: WorkerConfig
+        self,
+        *,
+        store: JobStore,
+        blobs: BlobStore,
+        bindings: list[ModelBinding],
+        config: WorkerConfig,
+        change_feed: ChangeFeed | None = None,
     ) -> None:
+        """`change_feed` wakes the idle worker when a job arrives; without one (or on SQLite) it polls every 20 ms.
+        Closing the feed (as `framecast worker` does on SIGTERM next to setting `stop_event`) ends an idle wait."""
         self.store = store
+        self.change_feed = change_feed
         self.blobs = blobs
         self.bindings = bindings
         self.catalogue = build_catalogue()
@@ -151,6 +174,8 @@ class Worker:
         self.started_at = time.time()
         self.stop_event = threading.Event()
         self.engine: EngineProcess | None = None
+        # The engine process's latest GPU memory report, sent with every heartbeat.
+        self.resources = WorkerResources()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -164,6 +189,7 @@ class Worker:
                 heartbeat_at=time.time(),
                 started_at=self.started_at,
                 endpoints=dict(self.endpoints),
+                resources=self.resources,
             )
         )
 
@@ -174,11 +200,12 @@ class Worker:
 
     def heartbeat_forever(self) -> None:
         interval_s = min(2.0, self.config.lease_s / 3)
-        while not self.stop_event.wait(interval_s):
-            try:
-                self.report()
-            except Exception:
-                logger.exception("worker heartbeat failed; retrying")
+        with log_context(worker_id=self.worker_id):
+            while not self.stop_event.wait(interval_s):
+                try:
+                    self.report()
+                except Exception:
+                    logger.exception("worker heartbeat failed; retrying")
 
     def start_engine(self) -> bool:
         """Start the engine process and wait until its models are loaded.
@@ -187,6 +214,8 @@ class Worker:
         without starting anything. False when no endpoint could be loaded (state 'error').
         """
         self.state, self.error = "loading", None
+        # A new engine process: the old one's memory is gone with it.
+        self.resources = WorkerResources()
         usable = []
         for binding in self.bindings:
             reason = missing_weights_reason(binding)
@@ -201,7 +230,13 @@ class Worker:
         if not usable:
             return self.fail_start("no bound endpoint has its weights on this machine")
         self.engine = EngineProcess(
-            usable, self.config.max_image_pixels, self.config.torch_threads, self.config.safety_checker
+            usable,
+            self.config.max_image_pixels,
+            self.config.torch_threads,
+            self.config.safety_checker,
+            log_level=self.config.log_level,
+            log_format=self.config.log_format,
+            worker_id=self.worker_id,
         )
         while not self.stop_event.is_set():
             try:
@@ -214,6 +249,9 @@ class Worker:
                 continue
             if message["type"] == "log":
                 logger.info("%s", message["message"])
+                continue
+            if message["type"] == "resources":
+                self.resources = reported_resources(message)
                 continue
             if message["type"] == "ready":
                 failures: dict[str, str] = message["failures"]
@@ -239,6 +277,10 @@ class Worker:
 
     def run_forever(self) -> None:
         """Claim and run jobs until `stop_event` is set."""
+        with log_context(worker_id=self.worker_id):
+            self.serve_jobs()
+
+    def serve_jobs(self) -> None:
         self.config.tmp_dir.mkdir(parents=True, exist_ok=True)
         heartbeat = threading.Thread(target=self.heartbeat_forever, name="worker-heartbeat", daemon=True)
         heartbeat.start()
@@ -248,9 +290,18 @@ class Worker:
                 self.stop_event.wait()
                 return
             while not self.stop_event.is_set():
+                if self.engine is not None and not self.engine.process.is_alive():
+                    # Died between jobs (e.g. a context-parallel follower rank was lost): restart it before
+                    # claiming, so the next job does not fail on a dead process.
+                    logger.error("%s; restarting it", self.engine.describe_exit())
+                    self.restart_engine()
+                    continue
                 # Idle workers look often with a cheap read, and take the write lock only to claim.
                 if not self.store.has_queued_job(self.endpoint_ids, now=time.time()):
-                    self.stop_event.wait(IDLE_POLL_S)
+                    if self.change_feed is not None and self.change_feed.wakes_early:
+                        self.change_feed.wait_for_jobs(self.endpoint_ids, NOTIFIED_IDLE_POLL_S)
+                    else:
+                        self.stop_event.wait(IDLE_POLL_S)
                     continue
                 claimed = self.store.claim_job(
                     worker_id=self.worker_id,
@@ -273,19 +324,22 @@ class Worker:
 
     def run_claimed(self, claimed: ClaimedJob) -> None:
         """Run one job; a bug in the worker fails that job (fenced) instead of killing the worker."""
-        try:
-            self.run_job(claimed)
-        except Exception as error:
-            request_id = claimed.record.request_id
-            logger.exception("worker error while running %s", request_id)
-            message = f"Framecast worker error: {type(error).__name__}: {error}"
+        record = claimed.record
+        with log_context(request_id=record.request_id):
+            logger.info("running %s for %s (attempt %d)", record.request_id, record.endpoint_id, record.attempts)
             try:
-                outcome = error_outcome(500, message, "runner_server_error")
-                self.complete(request_id, claimed.lease_token, outcome, [EventInput(message, "ERROR")])
-            except Exception:
-                logger.exception("could not record the failure of %s; its lease will expire", request_id)
-            # The engine may be mid-job or confused: start from a clean process.
-            self.restart_engine()
+                self.run_job(claimed)
+            except Exception as error:
+                request_id = claimed.record.request_id
+                logger.exception("worker error while running %s", request_id)
+                message = f"Framecast worker error: {type(error).__name__}: {error}"
+                try:
+                    outcome = error_outcome(500, message, "runner_server_error")
+                    self.complete(request_id, claimed.lease_token, outcome, [EventInput(message, "ERROR")])
+                except Exception:
+                    logger.exception("could not record the failure of %s; its lease will expire", request_id)
+                # The engine may be mid-job or confused: start from a clean process.
+                self.restart_engine()
 
     def run_job(self, claimed: ClaimedJob) -> None:
         record, token = claimed.record, claimed.lease_token
@@ -314,6 +368,8 @@ class Worker:
                     "output_path": str(output_path),
                     "test_fault": record.test_fault,
                     "attempt": record.attempts,
+                    # For the engine process's own log lines.
+                    "request_id": request_id,
                 }
             )
         except EngineProcessDied as error:
@@ -348,6 +404,8 @@ class Worker:
                 elif kind == "preview":
                     event, latest_preview = self.publish_preview(request_id, message, eta_s, discard=lease_lost)
                     events.append(event)
+                elif kind == "resources":
+                    self.resources = reported_resources(message)
                 elif kind in ("done", "failed", "cancelled"):
                     self.store.append_events(request_id, token, events)
                     if lease_lost:
@@ -481,6 +539,8 @@ class Worker:
         done = self.store.complete_job(request_id, token, outcome, now=time.time(), events=events)
         if not done:
             logger.warning("%s was no longer ours; its outcome was dropped", request_id)
+        else:
+            logger.info("finished %s: %d %s", request_id, outcome.status_code, outcome.error_type or "ok")
         return done
 
     def finish_after_engine_death(self, request_id: str, token: str, reason: str) -> None:
@@ -504,6 +564,11 @@ def video_file(info: BlobInfo, file_name: str) -> dict[str, Any]:
         "file_name": file_name,
         "file_size": info.size_bytes,
     }
+
+
+def reported_resources(message: dict[str, Any]) -> WorkerResources:
+    """A `resources` message of the engine process (framecast.worker.engine_process.resources_message)."""
+    return WorkerResources(devices=tuple(DeviceMemory(**device) for device in message["devices"]))
 
 
 def progress_event(message: dict[str, Any], preview: dict[str, Any] | None = None) -> EventInput:

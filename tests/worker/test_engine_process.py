@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +23,7 @@ from framecast.engines.base import (
     SectionCallback,
 )
 from framecast.engines.safety import SafetyCheckerError, SafetyVerdict, load_safety_checker
-from framecast.worker.engine_process import EngineHost, parse_fault
+from framecast.worker.engine_process import EngineHost, device_memory, parse_fault
 
 
 @pytest.mark.parametrize(
@@ -206,3 +207,48 @@ def test_a_checker_that_cannot_load_fails_every_binding(tmp_path: Path) -> None:
     failures = host.load()
     assert set(failures) == {"a/b", "c/d"}
     assert all("safety checker could not be loaded" in reason for reason in failures.values())
+
+
+# -- GPU memory reports ------------------------------------------------------------------------------------------
+
+
+class FakeCuda:
+    """torch.cuda as the caching allocator reports it: device 1 never used by this process."""
+
+    def __init__(self, initialized: bool = True) -> None:
+        self.initialized = initialized
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def device_count(self) -> int:
+        return 2
+
+    def memory_reserved(self, index: int) -> int:
+        return [6 * 2**30, 0][index]
+
+    def memory_allocated(self, index: int) -> int:
+        return [5 * 2**30, 0][index]
+
+    def get_device_properties(self, index: int) -> Any:
+        return type("Properties", (), {"total_memory": 80 * 2**30})()
+
+
+def test_device_memory_reports_the_devices_this_process_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", type("Torch", (), {"cuda": FakeCuda()})())
+    assert device_memory() == [
+        {"device": "cuda:0", "allocated_bytes": 5 * 2**30, "reserved_bytes": 6 * 2**30, "total_bytes": 80 * 2**30}
+    ]
+    monkeypatch.setitem(sys.modules, "torch", type("Torch", (), {"cuda": FakeCuda(initialized=False)})())
+    assert device_memory() == [], "no CUDA context yet (a CPU engine): nothing to report, and none is made"
+    monkeypatch.delitem(sys.modules, "torch")
+    assert device_memory() == []
+
+
+def test_every_job_ends_with_a_memory_report_before_its_last_message(tmp_path: Path) -> None:
+    for engine in (SectionEngine(sections=1), SectionEngine(sections=3, cancel_in_section=1)):
+        messages = run_host(tmp_path, engine)
+        assert (messages[-2]["type"], messages[-1]["type"]) in (("resources", "done"), ("resources", "cancelled"))
+        assert [message for message in messages if message["type"] == "resources"] == [
+            {"type": "resources", "devices": device_memory()}
+        ]
