@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from framecast import __version__
@@ -19,6 +19,7 @@ from framecast.api import (
     files_router,
     health_router,
     history_router,
+    metrics_router,
     models_router,
     playground_router,
     queue_router,
@@ -29,6 +30,7 @@ from framecast.api.errors import install_error_handlers
 from framecast.api.openapi import add_endpoint_routes
 from framecast.api.protocol import fal_webhook_payload
 from framecast.api.proxy import FalProxyMiddleware
+from framecast.api.request_context import RequestContextMiddleware, bind_path_request_id
 from framecast.api.state import AppState
 from framecast.api.storage_router import build_storage_router
 from framecast.api.wavespeed_router import build_wavespeed_router, wavespeed_webhook_payload
@@ -36,7 +38,8 @@ from framecast.bindings import ModelBinding
 from framecast.inputs.safe_fetch import FetchPolicy
 from framecast.relay.worker import RelayWorker
 from framecast.service.auth import Authenticator
-from framecast.service.catalogue import CatalogueService
+from framecast.service.catalogue import CatalogueService, worker_timeout_s
+from framecast.service.metrics import Metrics
 from framecast.service.queue import EndpointAvailability, EndpointReadiness, QueueService
 from framecast.service.tokens import TokenSigner
 from framecast.service.uploads import UploadService
@@ -49,12 +52,15 @@ from framecast.service.webhooks import (
     ensure_signing_key,
 )
 from framecast.settings import Settings
-from framecast.store.blobs import BlobStore, LocalBlobStore
+from framecast.store.blobs import BlobStore
+from framecast.store.changes import open_change_feed
 from framecast.store.credentials import SqlCredentialStore
 from framecast.store.database import SqlDatabase
 from framecast.store.jobs import JobStore
 from framecast.store.outbox import SqlWebhookOutbox
 from framecast.store.sql_jobs import SqlJobStore
+from framecast.store.statistics import SqlJobStatistics
+from framecast.store.storage import open_blob_store
 from framecast.store.uploads import SqlUploadLedger
 from framecast.worker.identity import is_worker_alive
 
@@ -103,7 +109,8 @@ def create_app(
 ) -> FastAPI:
     """Build the API. `store`, `blobs`, `bindings` and `readiness` default to the embedded mode's.
 
-    Raises `BindingsError` when `settings.models` names a bindings file that cannot be used.
+    Raises `BindingsError` when `settings.models` names a bindings file that cannot be used, and
+    `StorageUnavailableError` when `settings.storage` names a bucket that cannot be used.
     """
     if store is None:
         store = SqlJobStore(SqlDatabase(settings.database_url))
@@ -112,7 +119,9 @@ def create_app(
     database = store.database if isinstance(store, SqlJobStore) else SqlDatabase(settings.database_url)
     credentials = SqlCredentialStore(database)
     outbox = SqlWebhookOutbox(database)
-    blob_store: BlobStore = blobs if blobs is not None else LocalBlobStore(settings.files_dir)
+    # Wakes status streams and sync runs when their job has news: LISTEN/NOTIFY on PostgreSQL, polling on SQLite.
+    changes = open_change_feed(database)
+    blob_store: BlobStore = blobs if blobs is not None else open_blob_store(settings)
     fetch_policy = FetchPolicy(
         max_bytes=settings.max_input_bytes,
         total_timeout_s=settings.fetch_timeout_s,
@@ -142,6 +151,7 @@ def create_app(
         availability=catalogue.availability
         if readiness is None
         else lambda endpoint_id: EndpointAvailability(readiness(endpoint_id), catalogue.bound_engine(endpoint_id)),
+        change_feed=changes,
     )
 
     payloads: dict[str, PayloadBuilder] = {
@@ -202,6 +212,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await anyio.to_thread.run_sync(changes.close)
 
     app = FastAPI(
         title="Framecast",
@@ -209,6 +220,14 @@ def create_app(
         description="Self-hosted image-to-video server, wire-compatible with fal.ai's queue API.",
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
+        # Log lines of a request about one job (a {request_id} in the path) name it.
+        dependencies=[Depends(bind_path_request_id)],
+    )
+    metrics = Metrics(
+        statistics=SqlJobStatistics(database),
+        store=job_store,
+        endpoint_ids=sorted(catalogue.bindings),
+        worker_timeout_s=worker_timeout_s(settings.lease_s),
     )
     app.state.framecast = AppState(
         settings=settings,
@@ -221,10 +240,15 @@ def create_app(
         uploads=uploads,
         tokens=tokens,
         webhooks=webhooks,
+        metrics=metrics,
+        changes=changes,
     )
     install_error_handlers(app)
+    # Inside the proxy middleware, so it sees the route that served a proxied request.
+    app.add_middleware(RequestContextMiddleware, metrics=metrics.http)
     app.add_middleware(FalProxyMiddleware)
     app.include_router(health_router.router)
+    app.include_router(metrics_router.router)
     app.include_router(files_router.router)
     app.include_router(queue_router.router)
     app.include_router(run_router.router)

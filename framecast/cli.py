@@ -25,8 +25,15 @@ from pydantic import ValidationError
 from framecast import __version__
 from framecast.bindings import BindingsError
 from framecast.settings import Settings
+from framecast.store.storage import StorageUnavailableError
 
 logger = logging.getLogger("framecast")
+
+# Seconds an idle keep-alive connection stays open. Clients must give up an idle connection before the server
+# closes it, or a reuse races the close and fails ("Server disconnected without sending a response"): httpx
+# (fal-client) keeps one 5 s, undici (@fal-ai/client on Node) 4 s, and AWS load balancers 60 s. uvicorn's own
+# default is 5 s, the same as httpx's; under load, when both sides lag, that race lost requests.
+KEEP_ALIVE_S = 65
 
 SERVE_EPILOG = """\
 Every API call needs a key (make one: framecast keys create); on first start, with no key at all,
@@ -87,13 +94,21 @@ SERVE_SETTINGS = [
     "auth",
     "upload_ttl_s",
     "max_upload_bytes",
+    "storage",
+    "s3_endpoint_url",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_presign_expires_s",
     "webhook_user_id",
     "webhook_max_attempts",
     "webhook_first_retry_s",
     "webhook_timeout_s",
     "webhook_max_payload_bytes",
     "test_faults",
+    "metrics_public",
     "log_level",
+    "log_format",
 ]
 MODELS_SETTINGS = ["data_dir", "db", "models", "device", "lease_s"]
 PULL_SETTINGS = ["data_dir", "models"]
@@ -110,7 +125,14 @@ WORKER_SETTINGS = [
     "cancel_grace_s",
     "poll_interval_s",
     "max_image_pixels",
+    "storage",
+    "s3_endpoint_url",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_presign_expires_s",
     "log_level",
+    "log_format",
 ]
 
 
@@ -212,10 +234,10 @@ def load_settings(arguments: argparse.Namespace, names: list[str]) -> Settings:
     return Settings(**overrides)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def configure_logging(settings: Settings) -> None:
+    from framecast.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def ensure_tiny_models(settings: Settings) -> None:
@@ -224,9 +246,13 @@ def ensure_tiny_models(settings: Settings) -> None:
 
     directory = tiny_models_dir(settings.data_dir)
     bindings = resolve_bindings("tiny", data_dir=settings.data_dir)
-    if all((Path(binding.weights) / "framecast-tiny.json").is_file() for binding in bindings):
-        return
-    subprocess.run([sys.executable, "-m", "framecast", "dev", "tiny-models", str(directory)], check=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Several `framecast worker --models tiny` on one data dir may start together: one builds, the others wait.
+    with open(settings.data_dir / "tiny-models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all((Path(binding.weights) / "framecast-tiny.json").is_file() for binding in bindings):
+            return
+        subprocess.run([sys.executable, "-m", "framecast", "dev", "tiny-models", str(directory)], check=True)
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -283,18 +309,22 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from framecast.app import create_app
+    from framecast.logs import logging_config
     from framecast.worker.supervisor import WorkerSupervisor
 
-    configure_logging(settings.log_level)
-    lock_data_dir(settings.data_dir)
-    announce_auth(settings)
+    configure_logging(settings)
+    if settings.workers > 0:
+        # API-only replicas (--workers 0) may share a data directory; they own no workers.
+        lock_data_dir(settings.data_dir)
     if settings.models == "tiny" and settings.workers > 0:
         ensure_tiny_models(settings)
     if settings.test_faults:
         logger.warning("--test-faults is on: X-Framecast-Test-Fault headers can break jobs. Tests only!")
     if settings.allow_private_fetch:
         logger.warning("--allow-private-fetch is on: input URLs may reach loopback and private networks.")
+    # Storage and bindings are checked first, so a first key is never printed by a run that then fails.
     app = create_app(settings)
+    announce_auth(settings)
     local = [binding for binding in app.state.framecast.catalogue.bindings.values() if not binding.is_relay]
     workers = settings.workers if local else 0
     if workers != settings.workers:
@@ -308,7 +338,10 @@ def serve(settings: Settings) -> int:
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         log_level=settings.log_level,
+        # uvicorn's access and error lines in our format (uvicorn applies this config itself).
+        log_config=logging_config(settings.log_level, settings.log_format),
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     try:
         uvicorn.Server(config).run()
@@ -319,8 +352,9 @@ def serve(settings: Settings) -> int:
 
 def run_worker(settings: Settings) -> int:
     from framecast.bindings import resolve_bindings, select_bindings
-    from framecast.store.blobs import LocalBlobStore
+    from framecast.store.changes import open_change_feed
     from framecast.store.sql_jobs import SqlJobStore
+    from framecast.store.storage import open_blob_store
     from framecast.worker.linux import die_with_parent
     from framecast.worker.supervisor import SUPERVISOR_PID_ENV
     from framecast.worker.worker import Worker, WorkerConfig
@@ -328,18 +362,29 @@ def run_worker(settings: Settings) -> int:
     supervisor_pid = os.environ.get(SUPERVISOR_PID_ENV)
     if supervisor_pid:
         die_with_parent(int(supervisor_pid))
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     # Relayed endpoints are run by the API process (framecast.relay), never by a GPU worker.
     local = [
         binding
-        for binding in resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
+        for binding in resolve_bindings(
+            settings.models,
+            data_dir=settings.data_dir,
+            device=settings.device,
+            allow_test_engines=settings.test_faults,
+        )
         if not binding.is_relay
     ]
     bindings = select_bindings(local, settings.endpoints)
+    if settings.models == "tiny" and not supervisor_pid:
+        # A worker started on its own (not by `serve`, which builds them first) builds the tiny models itself.
+        ensure_tiny_models(settings)
     store = SqlJobStore(settings.database_url)
+    # On PostgreSQL an idle worker sleeps until NOTIFY says a job came; on SQLite it polls.
+    change_feed = open_change_feed(store.database)
     worker = Worker(
         store=store,
-        blobs=LocalBlobStore(settings.files_dir),
+        change_feed=change_feed,
+        blobs=open_blob_store(settings),
         bindings=bindings,
         config=WorkerConfig(
             lease_s=settings.lease_s,
@@ -349,11 +394,15 @@ def run_worker(settings: Settings) -> int:
             tmp_dir=settings.tmp_dir,
             torch_threads=settings.torch_threads,
             safety_checker=settings.safety_checker,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
         ),
     )
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         worker.stop_event.set()
+        # Ends an idle worker's wait for jobs now rather than at its next poll.
+        change_feed.close()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -362,6 +411,7 @@ def run_worker(settings: Settings) -> int:
     # The main thread only waits, so signal handlers run promptly.
     while runner.is_alive():
         runner.join(timeout=0.5)
+    change_feed.close()
     store.close()
     return 0
 
@@ -551,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"framecast: invalid settings:\n{error}\n")
     except BindingsError as error:
         parser.exit(2, f"framecast: {error}\n")
+    except StorageUnavailableError as error:
+        parser.exit(2, f"framecast: storage: {error}\n")
     if arguments.command == "dev" and arguments.dev_command == "tiny-models":
         return build_tiny_models(arguments.directory)
     parser.error("unknown command")

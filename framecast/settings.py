@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from framecast.store.storage import parse_storage_url
 
 
 def default_data_dir() -> Path:
@@ -21,7 +23,8 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FRAMECAST_", frozen=True, extra="forbid")
+    # Errors never echo their input: it may hold --s3-secret-access-key.
+    model_config = SettingsConfigDict(env_prefix="FRAMECAST_", frozen=True, extra="forbid", hide_input_in_errors=True)
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
@@ -61,6 +64,34 @@ class Settings(BaseSettings):
         True,
         description="Require an API key (Authorization: Key|Bearer <key>) on the API; --no-auth is for local "
         "development only. Keys: framecast keys create.",
+    )
+    storage: str = Field(
+        "local",
+        description="Where input and output files live: 'local' = files under DATA_DIR/files, served at /files; "
+        "'s3://BUCKET/PREFIX' = an S3 bucket or any S3-compatible server (see --s3-endpoint-url); results then "
+        "hold presigned URLs. The bucket must exist. docs/storage.md",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible server (MinIO, R2, moto…), e.g. http://127.0.0.1:9000. Default: AWS S3."
+    )
+    s3_region: str | None = Field(None, description="S3 region. Default: boto3's (AWS_REGION, ~/.aws/config).")
+    s3_access_key_id: str | None = Field(
+        None,
+        description="S3 access key. Default: boto3's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+        "AWS_PROFILE and ~/.aws files, container and instance roles).",
+    )
+    s3_secret_access_key: str | None = Field(
+        None,
+        repr=False,
+        description="S3 secret key, given with --s3-access-key-id. Prefer the environment variable over the flag "
+        "(a flag is visible in the process list).",
+    )
+    s3_presign_expires_s: float = Field(
+        7 * 24 * 3600.0,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Life of each presigned download URL (at most 7 days, SigV4's limit). Every read of a result "
+        "signs fresh URLs, so reading it again gives working ones.",
     )
     upload_ttl_s: float = Field(
         7 * 24 * 3600.0, gt=0, description="Seconds an uploaded file is kept before it is deleted (default 7 days)."
@@ -109,6 +140,34 @@ class Settings(BaseSettings):
         description="Honour the X-Framecast-Test-Fault header (raise/block/exit inside the engine). Tests only.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines on stderr: 'text' (one readable line, with request_id=... when one applies) or "
+        "'json' (one JSON object per line, for log shippers; docs/operations.md).",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="Serve GET /metrics (Prometheus) without an API key, for a scraper on a private network. "
+        "By default it needs a key like the rest of the API (Prometheus: authorization.credentials).",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, value: str) -> str:
+        parse_storage_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_s3_options(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("--s3-access-key-id and --s3-secret-access-key must be given together")
+        given = [
+            name for name in ("s3_endpoint_url", "s3_region", "s3_access_key_id") if getattr(self, name) is not None
+        ]
+        if given and parse_storage_url(self.storage) is None:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags}: only with --storage s3://BUCKET/PREFIX")
+        return self
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:

@@ -111,3 +111,36 @@ def test_worker_refuses_endpoints_it_has_no_binding_for(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--endpoints: not bound here: fal-ai/not-there" in result.stderr
+
+
+def test_serve_refuses_the_test_engine_without_test_faults(tmp_path: Path) -> None:
+    bindings = tmp_path / "bench.toml"
+    bindings.write_text('[endpoints."fal-ai/wan-i2v"]\nengine = "test-null"\nweights = "none"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "framecast", "serve", "--models", str(bindings), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "bound to a test engine (test-null), which serves only with --test-faults" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_log_format_is_a_flag_of_serve_and_worker(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from framecast.cli import SERVE_SETTINGS, WORKER_SETTINGS, build_parser, load_settings
+
+    names = SERVE_SETTINGS if command == "serve" else WORKER_SETTINGS
+    arguments = build_parser().parse_args([command, "--log-format", "json"])
+    assert load_settings(arguments, names).log_format == "json"
+    assert load_settings(build_parser().parse_args([command]), names).log_format == "text"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--log-format", "yaml"])
+    assert "invalid choice: 'yaml'" in capsys.readouterr().err
+
+
+def test_metrics_public_is_a_serve_flag() -> None:
+    from framecast.cli import SERVE_SETTINGS, build_parser, load_settings
+
+    assert load_settings(build_parser().parse_args(["serve", "--metrics-public"]), SERVE_SETTINGS).metrics_public
+    assert not load_settings(build_parser().parse_args(["serve"]), SERVE_SETTINGS).metrics_public

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import anyio.to_thread
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
 
 from framecast.api.state import app_state
 
+SECURITY_SCHEME = "apiKeyAuth"
+# Declares the key in the OpenAPI document; the check itself is ours (a missing key is our 401, not FastAPI's).
+API_KEY_HEADER = APIKeyHeader(
+    name="Authorization",
+    scheme_name=SECURITY_SCHEME,
+    description="`Key <key>` (fal's clients) or `Bearer <key>` (WaveSpeed's).",
+    auto_error=False,
+)
+SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
 
-async def require_api_key(request: Request) -> None:
+
+async def require_api_key(request: Request, _header: Annotated[str | None, Security(API_KEY_HEADER)]) -> None:
     """Raises `AuthenticationError` (a 401) unless the request carries an active key, or auth is off.
 
     Runs before the body is read, so an unauthenticated upload costs nothing.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from framecast.api.errors import fal_errors
 from framecast.api.state import AppState, app_state
 from framecast.store.blobs import InvalidKeyError
 
@@ -14,7 +15,17 @@ router = APIRouter(tags=["files"])
 State = Annotated[AppState, Depends(app_state)]
 
 
-@router.get("/files/{key:path}")
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes (HTTP Range is honoured).",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    307: {"description": "The file is in object storage: a short-lived URL to it."},
+    **fal_errors(404),
+}
+
+
+@router.get("/files/{key:path}", response_class=Response, responses=FILE_RESPONSES)
 @router.head("/files/{key:path}", include_in_schema=False)
 async def get_file(state: State, key: str) -> Response:
     try:

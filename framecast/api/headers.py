@@ -81,19 +81,27 @@ def submit_options(request: Request, *, base_url: str, allow_test_faults: bool) 
     )
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 async def read_json_body(request: Request) -> Any:
-    """The raw input JSON; malformed JSON is a 422 in FastAPI's shape."""
+    """The raw input JSON; malformed JSON is a 422 in FastAPI's shape, its message saying what is wrong.
+
+    Stricter than Python's `json`: NaN and Infinity are refused (they are not JSON, and no response could echo
+    them), and so is nesting deeper than the parser's recursion limit.
+    """
     body = await request.body()
     try:
-        return json.loads(body) if body else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidInputError(
-            [
-                {
-                    "loc": ["body", getattr(error, "pos", 0)],
-                    "msg": "JSON decode error",
-                    "type": "json_invalid",
-                    "input": {},
-                }
-            ]
-        ) from None
+        return json.loads(body, parse_constant=_refuse_constant) if body else {}
+    except json.JSONDecodeError as error:
+        problem, position = error.msg, error.pos
+    except UnicodeDecodeError as error:
+        problem, position = "the body is not UTF-8 text", error.start
+    except ValueError as error:
+        problem, position = str(error), 0
+    except RecursionError:
+        problem, position = "the JSON is nested too deeply", 0
+    raise InvalidInputError(
+        [{"loc": ["body", position], "msg": f"JSON decode error: {problem}", "type": "json_invalid", "input": {}}]
+    )

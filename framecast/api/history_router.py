@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from framecast.api.auth import api_key_id, require_api_key
+from framecast.api.errors import fal_errors
 from framecast.api.protocol import iso_timestamp, request_urls
 from framecast.api.state import AppState, app_state, base_url
 from framecast.store.jobs import JobRecord
 
-router = APIRouter(prefix="/api", tags=["history"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/api", tags=["history"], dependencies=[Depends(require_api_key)], responses=fal_errors(401))
 State = Annotated[AppState, Depends(app_state)]
 # History shows inputs; a data URI can be megabytes, and the file itself is not needed to reopen a request.
 MAX_SHOWN_CHARS = 120

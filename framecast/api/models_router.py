@@ -8,6 +8,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 
 from framecast import __version__
+from framecast.api.errors import fal_errors
 from framecast.api.openapi import endpoint_document
 from framecast.api.state import AppState, app_state, base_url
 
@@ -25,7 +26,7 @@ async def list_models(request: Request, state: State) -> dict[str, Any]:
     return catalogue
 
 
-@router.get("/api/openapi/queue/openapi.json")
+@router.get("/api/openapi/queue/openapi.json", responses=fal_errors(404))
 async def endpoint_openapi(
     request: Request,
     state: State,

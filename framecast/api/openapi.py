@@ -14,13 +14,33 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from framecast.api.auth import SECURITY, SECURITY_SCHEME
+from framecast.api.errors import FAL_ERROR_DESCRIPTIONS, FalError
 from framecast.api.protocol import QueueStatus, SubmitResponse
 from framecast.endpoints import EndpointSpec
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _fal_error(description: str) -> dict[str, Any]:
+    return {"description": description, **_json_body("FalError")}
+
+
+def _json_body(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=ref)}}}}
+
+
 ERROR_RESPONSES = {
-    "422": {"description": "Invalid input: every bad field in fal's `detail` list."},
-    "503": {"description": "No worker can run this endpoint now; `detail` says why and how to fix it."},
+    **{str(code): _fal_error(FAL_ERROR_DESCRIPTIONS[code]) for code in (400, 401, 413)},
+    "422": _fal_error("Invalid input: every bad field in fal's `detail` list."),
+    "503": _fal_error(FAL_ERROR_DESCRIPTIONS[503]),
+}
+# The sync run answers with the finished request: its own error when it failed.
+FAILED_RUN_RESPONSE = {
+    "default": _fal_error(
+        "A failed request: the status code and body it failed with (422 bad input, 499 cancelled, 500 runner error, "
+        "502 upstream error, 503 worker lost, 504 start timeout), as fal does."
+    )
 }
 
 
@@ -38,9 +58,12 @@ def model_schemas(model: type[BaseModel], name: str) -> dict[str, Any]:
     return {name: schema, **nested}
 
 
-def endpoint_schemas(spec: EndpointSpec) -> tuple[str, str, dict[str, Any]]:
-    """(input name, output name, components) for one endpoint, with the documented example."""
-    base = schema_name(spec.endpoint_id)
+def endpoint_schemas(spec: EndpointSpec, base: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(input name, output name, components) for one endpoint, with the documented example.
+
+    The names are `base` (default: `schema_name` of the endpoint id) + `Input` and `Output`.
+    """
+    base = base or schema_name(spec.endpoint_id)
     input_name, output_name = f"{base}Input", f"{base}Output"
     schemas = {**model_schemas(spec.input_model, input_name), **model_schemas(spec.output_model, output_name)}
     input_schema = schemas[input_name]
@@ -50,14 +73,11 @@ def endpoint_schemas(spec: EndpointSpec) -> tuple[str, str, dict[str, Any]]:
     return input_name, output_name, schemas
 
 
-def _json_body(ref: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=ref)}}}}
-
-
 def endpoint_document(spec: EndpointSpec, *, queue_url: str, version: str) -> dict[str, Any]:
     """fal's per-endpoint queue OpenAPI document for `spec`, served from `queue_url`."""
     input_name, output_name, schemas = endpoint_schemas(spec)
     schemas.update(model_schemas(QueueStatus, "QueueStatus"))
+    schemas.update(model_schemas(FalError, "FalError"))
     request_id = {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
     status_response = {"200": {"description": "The request status.", **_json_body("QueueStatus")}}
     endpoint_path = f"/{spec.endpoint_id}"
@@ -138,9 +158,19 @@ def add_endpoint_routes(document: dict[str, Any], catalogue: Mapping[str, Endpoi
     document = deepcopy(document)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(model_schemas(SubmitResponse, "SubmitResponse"))
+    schemas.update(model_schemas(FalError, "FalError"))
+    # FastAPI declares the scheme when a route depends on the key; these routes are ours, so declare it either way.
+    security_schemes = document["components"].setdefault("securitySchemes", {})
+    security_schemes.setdefault(SECURITY_SCHEME, {"type": "apiKey", "in": "header", "name": "Authorization"})
     paths = document.setdefault("paths", {})
+    taken: set[str] = set()
     for spec in catalogue.values():
-        input_name, output_name, endpoint_components = endpoint_schemas(spec)
+        base = schema_name(spec.endpoint_id)
+        if base in taken:
+            # Two owners with one alias (fal-ai/framepack, wavespeed-ai/framepack): the owner tells them apart.
+            base = schema_name(f"_/{spec.endpoint_id}")
+        taken.add(base)
+        input_name, output_name, endpoint_components = endpoint_schemas(spec, base)
         schemas.update(endpoint_components)
         body = {"required": True, **_json_body(input_name)}
         paths[f"/queue/{spec.endpoint_id}"] = {
@@ -148,6 +178,7 @@ def add_endpoint_routes(document: dict[str, Any], catalogue: Mapping[str, Endpoi
                 "tags": ["queue"],
                 "summary": f"Submit: {spec.title}",
                 "operationId": f"submit_{input_name}",
+                "security": SECURITY,
                 "requestBody": body,
                 "responses": {
                     "200": {"description": "Queued.", **_json_body("SubmitResponse")},
@@ -160,8 +191,13 @@ def add_endpoint_routes(document: dict[str, Any], catalogue: Mapping[str, Endpoi
                 "tags": ["run"],
                 "summary": f"Run and wait: {spec.title}",
                 "operationId": f"run_{input_name}",
+                "security": SECURITY,
                 "requestBody": body,
-                "responses": {"200": {"description": "The result.", **_json_body(output_name)}, **ERROR_RESPONSES},
+                "responses": {
+                    "200": {"description": "The result.", **_json_body(output_name)},
+                    **ERROR_RESPONSES,
+                    **FAILED_RUN_RESPONSE,
+                },
             }
         }
     return document

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from framecast.api.auth import require_api_key
+from framecast.api.errors import FalError, fal_errors
 from framecast.api.headers import parse_flag, read_json_body, submit_options
 from framecast.api.protocol import QueueStatus, SubmitResponse, app_path, dump, status_body, submit_body
 from framecast.api.state import AppState, app_state, base_url
@@ -21,8 +22,43 @@ from framecast.store.jobs import CancelOutcome, JobStatus
 QUEUE_PREFIX = "/queue"
 LOGS_QUERY = Query(None, description="Include logs: 1, 0, true or false.")
 
-router = APIRouter(prefix=QUEUE_PREFIX, tags=["queue"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix=QUEUE_PREFIX, tags=["queue"], dependencies=[Depends(require_api_key)], responses=fal_errors(401, 404)
+)
 State = Annotated[AppState, Depends(app_state)]
+NOT_FOUND = {"detail": "Request not found"}
+
+
+class CancelResponse(BaseModel):
+    status: str
+
+
+STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": QueueStatus, "description": "Still IN_QUEUE or IN_PROGRESS; 200 once COMPLETED."},
+    **fal_errors(400),
+}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events: `data: <status JSON>` per change, until COMPLETED.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **fal_errors(400),
+}
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": CancelResponse, "description": "`CANCELLATION_REQUESTED`."},
+    400: {"model": CancelResponse, "description": "`ALREADY_COMPLETED`."},
+    # A path no route matches (a newline in the app, say) is the router's own `{"detail": "Not Found"}`.
+    404: {"model": CancelResponse | FalError, "description": "`NOT_FOUND`."},
+}
+RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The endpoint's output, unwrapped.", "content": {"application/json": {"schema": {}}}},
+    **fal_errors(400),
+    "default": {
+        "model": FalError,
+        "description": "A failed request: the status code and body it failed with (422 bad input, 499 cancelled, "
+        "500 runner error, 502 upstream error, 503 worker lost, 504 start timeout), as fal does.",
+    },
+}
 
 
 def queue_base(request: Request) -> str:
@@ -34,13 +70,13 @@ def _check_app(record_endpoint: str, app: str) -> bool:
     return app in (app_path(record_endpoint), record_endpoint)
 
 
-@router.get("/{app:path}/requests/{request_id}/status", response_model=QueueStatus)
+@router.get("/{app:path}/requests/{request_id}/status", response_model=QueueStatus, responses=STATUS_RESPONSES)
 async def get_status(
     request: Request, state: State, app: str, request_id: str, logs: str | None = LOGS_QUERY
 ) -> JSONResponse:
     view = await state.queue.status(request_id, with_logs=parse_flag(logs, name="logs"), base_url=base_url(request))
     if not _check_app(view.record.endpoint_id, app):
-        return JSONResponse({"detail": "Request not found"}, status_code=404)
+        return JSONResponse(NOT_FOUND, status_code=404)
     code = 200 if view.record.status is JobStatus.COMPLETED else 202
     return JSONResponse(
         dump(status_body(view, queue_base_url=queue_base(request))),
@@ -49,16 +85,16 @@ async def get_status(
     )
 
 
-@router.get("/{app:path}/requests/{request_id}/status/stream")
+@router.get("/{app:path}/requests/{request_id}/status/stream", response_class=Response, responses=STREAM_RESPONSES)
 async def stream_status(
     request: Request, state: State, app: str, request_id: str, logs: str | None = LOGS_QUERY
-) -> StreamingResponse:
+) -> Response:
     """Server-sent events: one `data:` status object per change, keep-alive comments, closed after COMPLETED."""
     with_logs = parse_flag(logs, name="logs")
     files_base = base_url(request)
     first = await state.queue.status(request_id, with_logs=with_logs, base_url=files_base)
     if not _check_app(first.record.endpoint_id, app):
-        return StreamingResponse(iter(()), status_code=404)
+        return JSONResponse(NOT_FOUND, status_code=404)
     settings = state.settings
     base = queue_base(request)
 
@@ -79,7 +115,7 @@ async def stream_status(
                 last_write = time.monotonic()
             if await request.is_disconnected():
                 return
-            await asyncio.sleep(settings.poll_interval_s)
+            await state.changes.wait_for_events(request_id, settings.poll_interval_s)
             view = await state.queue.status(request_id, with_logs=with_logs, base_url=files_base)
 
     return StreamingResponse(
@@ -89,7 +125,12 @@ async def stream_status(
     )
 
 
-@router.put("/{app:path}/requests/{request_id}/cancel")
+@router.put(
+    "/{app:path}/requests/{request_id}/cancel",
+    status_code=202,
+    response_model=CancelResponse,
+    responses=CANCEL_RESPONSES,
+)
 async def cancel(state: State, app: str, request_id: str) -> JSONResponse:
     record = await state.queue.find(request_id)
     if record is None or not _check_app(record.endpoint_id, app):
@@ -99,11 +140,11 @@ async def cancel(state: State, app: str, request_id: str) -> JSONResponse:
     return JSONResponse({"status": outcome.value}, status_code=code)
 
 
-@router.get("/{app:path}/requests/{request_id}")
+@router.get("/{app:path}/requests/{request_id}", response_class=Response, responses=RESULT_RESPONSES)
 async def get_result(request: Request, state: State, app: str, request_id: str) -> JSONResponse:
     record = await state.queue.get(request_id)
     if not _check_app(record.endpoint_id, app):
-        return JSONResponse({"detail": "Request not found"}, status_code=404)
+        return JSONResponse(NOT_FOUND, status_code=404)
     result = await state.queue.result(request_id, base_url=base_url(request))
     return JSONResponse(
         result.body, status_code=result.status_code, headers={**result.headers, "x-fal-request-id": request_id}

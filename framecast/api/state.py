@@ -8,12 +8,14 @@ from fastapi import Request
 
 from framecast.service.auth import Authenticator
 from framecast.service.catalogue import CatalogueService
+from framecast.service.metrics import Metrics
 from framecast.service.queue import QueueService
 from framecast.service.tokens import TokenSigner
 from framecast.service.uploads import UploadService
 from framecast.service.webhooks import WebhookSender
 from framecast.settings import Settings
 from framecast.store.blobs import BlobStore
+from framecast.store.changes import ChangeFeed
 from framecast.store.credentials import CredentialStore
 from framecast.store.jobs import JobStore
 
@@ -30,6 +32,9 @@ class AppState:
     uploads: UploadService
     tokens: TokenSigner
     webhooks: WebhookSender
+    # Wakes SSE streams when their job has news (PostgreSQL); a plain poll on SQLite.
+    changes: ChangeFeed
+    metrics: Metrics
 
 
 def app_state(request: Request) -> AppState:

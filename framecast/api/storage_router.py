@@ -21,7 +21,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from framecast.api.auth import require_api_key
+from framecast.api.auth import SECURITY, require_api_key
+from framecast.api.errors import fal_errors
 from framecast.api.protocol import iso_timestamp
 from framecast.api.state import AppState, app_state, base_url
 from framecast.service.auth import AuthenticationError
@@ -30,6 +31,11 @@ from framecast.service.tokens import InvalidTokenError
 State = Annotated[AppState, Depends(app_state)]
 CDN_TOKEN_PURPOSE = "cdn"
 CDN_TOKEN_TTL_S = 3600.0
+# The upload routes read the raw body themselves, so OpenAPI is told its shape here.
+RAW_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 
 class InitiateUpload(BaseModel):
@@ -48,11 +54,28 @@ class AccessUrl(BaseModel):
     access_url: str
 
 
+class StoredFile(BaseModel):
+    file_url: str
+    size: int
+    expires_at: str
+
+
+class CdnToken(BaseModel):
+    token: str
+    token_type: str
+    base_url: str
+    expires_at: str
+
+
 def build_storage_router() -> APIRouter:
     router = APIRouter(tags=["uploads"])
 
     @router.post(
-        "/storage/upload/initiate", response_model=UploadTicketResponse, dependencies=[Depends(require_api_key)]
+        "/storage/upload/initiate",
+        response_model=UploadTicketResponse,
+        dependencies=[Depends(require_api_key)],
+        # 400: a body that is not even text (FastAPI's answer); 422: JSON that is not the ticket.
+        responses=fal_errors(400, 401, 413),
     )
     async def initiate(request: Request, state: State, body: InitiateUpload) -> dict[str, Any]:
         """Step 1 of an upload: where to PUT the bytes, and the URL the file will have (valid as an input)."""
@@ -61,7 +84,7 @@ def build_storage_router() -> APIRouter:
         )
         return {"upload_url": ticket.upload_url, "file_url": ticket.file_url}
 
-    @router.put("/storage/upload/{token}")
+    @router.put("/storage/upload/{token}", response_model=StoredFile, responses=fal_errors(403, 413))
     async def put_upload(request: Request, state: State, token: str) -> dict[str, Any]:
         """Step 2: the raw bytes. The token in the URL is the authorisation; it expires after an hour."""
         stored = await state.uploads.receive(
@@ -69,7 +92,12 @@ def build_storage_router() -> APIRouter:
         )
         return {"file_url": stored.file_url, "size": stored.size_bytes, "expires_at": iso_timestamp(stored.expires_at)}
 
-    @router.post("/storage/auth/token", dependencies=[Depends(require_api_key)])
+    @router.post(
+        "/storage/auth/token",
+        response_model=CdnToken,
+        dependencies=[Depends(require_api_key)],
+        responses=fal_errors(401),
+    )
     async def cdn_token(request: Request, state: State) -> dict[str, Any]:
         """fal-client's first upload step: a bearer token for `POST /files/upload`."""
         expires_at = time.time() + CDN_TOKEN_TTL_S
@@ -80,7 +108,12 @@ def build_storage_router() -> APIRouter:
             "expires_at": iso_timestamp(expires_at),
         }
 
-    @router.post("/files/upload", response_model=AccessUrl)
+    @router.post(
+        "/files/upload",
+        response_model=AccessUrl,
+        responses=fal_errors(401, 413),
+        openapi_extra={"security": SECURITY, "requestBody": RAW_BODY},
+    )
     async def upload(request: Request, state: State) -> JSONResponse:
         """Upload one file as the raw body. Auth: an API key, or a token from `/storage/auth/token`."""
         await _require_key_or_cdn_token(request, state)

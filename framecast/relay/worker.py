@@ -33,6 +33,7 @@ import anyio.to_thread
 
 from framecast.bindings import ModelBinding
 from framecast.engines.names import RelayOptions
+from framecast.logs import log_context
 from framecast.relay.client import FalQueueClient, UpstreamError, UpstreamRequest
 from framecast.store.blobs import BlobStore, blob_reference, unguessable_name
 from framecast.store.jobs import (
@@ -166,18 +167,19 @@ class RelayWorker:
 
     async def relay(self, claimed: ClaimedJob) -> None:
         job = RelayedJob(self, claimed)
-        try:
-            await job.run()
-        except asyncio.CancelledError:
-            # The server is stopping: give the job back; the upstream request is recorded and will be resumed.
-            await anyio.to_thread.run_sync(
-                lambda: self.store.release_job(claimed.record.request_id, claimed.lease_token, now=time.time())
-            )
-            raise
-        except Exception as error:
-            logger.exception("relay of %s failed", claimed.record.request_id)
-            message = f"Framecast relay error: {type(error).__name__}: {error}"
-            await job.complete(error_outcome(500, message, "runner_server_error"), level="ERROR", message=message)
+        with log_context(request_id=claimed.record.request_id, worker_id=self.worker_id):
+            try:
+                await job.run()
+            except asyncio.CancelledError:
+                # The server is stopping: give the job back; the upstream request is recorded and will be resumed.
+                await anyio.to_thread.run_sync(
+                    lambda: self.store.release_job(claimed.record.request_id, claimed.lease_token, now=time.time())
+                )
+                raise
+            except Exception as error:
+                logger.exception("relay of %s failed", claimed.record.request_id)
+                message = f"Framecast relay error: {type(error).__name__}: {error}"
+                await job.complete(error_outcome(500, message, "runner_server_error"), level="ERROR", message=message)
 
 
 class RelayedJob:

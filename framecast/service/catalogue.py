@@ -77,7 +77,12 @@ class CatalogueService:
     ) -> CatalogueService:
         """The catalogue of `settings.models`. Raises `BindingsError` for an unusable bindings file."""
         if bindings is None:
-            bindings = resolve_bindings(settings.models, data_dir=settings.data_dir, device=settings.device)
+            bindings = resolve_bindings(
+                settings.models,
+                data_dir=settings.data_dir,
+                device=settings.device,
+                allow_test_engines=settings.test_faults,
+            )
         return cls(
             catalogue=build_catalogue(),
             bindings=bindings,

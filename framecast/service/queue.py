@@ -22,7 +22,9 @@ from framecast.endpoints import EndpointSpec, ImageDimensions
 from framecast.inputs.errors import FILE_DOWNLOAD_ERROR, InputError
 from framecast.inputs.resolve import ResolvedImage, resolve_image_input
 from framecast.inputs.safe_fetch import FetchPolicy
+from framecast.logs import bind_request_id
 from framecast.store.blobs import BLOB_SCHEME, BlobNotFoundError, BlobStore, InvalidKeyError
+from framecast.store.changes import ChangeFeed, PollingChangeFeed
 from framecast.store.jobs import (
     CancelOutcome,
     JobEvent,
@@ -118,8 +120,11 @@ class QueueService:
         max_attempts: int,
         max_status_logs: int,
         availability: EndpointLookup,
+        change_feed: ChangeFeed | None = None,
     ) -> None:
+        """`change_feed` ends `wait_until_finished`'s polls early when the job has news (PostgreSQL)."""
         self.store = store
+        self.change_feed: ChangeFeed = change_feed if change_feed is not None else PollingChangeFeed()
         self.blobs = blobs
         self.catalogue = catalogue
         self.fetch_policy = fetch_policy
@@ -156,6 +161,8 @@ class QueueService:
 
         images = await self._resolve_images(spec, request, base_url=options.base_url)
         request_id = str(uuid.uuid4())
+        # The rest of this request's log lines (uvicorn's access line included) name the job it made.
+        bind_request_id(request_id)
         plan = spec.plan_generation(
             request,
             {name: ImageDimensions(image.width, image.height) for name, image in images.items()},
@@ -294,7 +301,7 @@ class QueueService:
             record = await self.get(request_id)
             if record.is_finished:
                 return record
-            await asyncio.sleep(poll_interval_s)
+            await self.change_feed.wait_for_events(request_id, poll_interval_s)
 
     def render_text(self, text: str, *, base_url: str) -> str:
         """Blob references inside free text (a log line linking a preview) replaced with URLs."""

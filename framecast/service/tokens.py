@@ -39,6 +39,9 @@ class TokenSigner:
 
     def verify(self, token: str, purpose: str, *, now: float) -> dict[str, Any]:
         """The claims of a valid token. Raises `InvalidTokenError`."""
+        # Tokens are ASCII by construction; compare_digest refuses to compare any other str.
+        if not token.isascii():
+            raise InvalidTokenError("invalid token")
         body, _, mac = token.partition(".")
         if not body or not mac or not hmac.compare_digest(mac, self._mac(body)):
             raise InvalidTokenError("invalid token")

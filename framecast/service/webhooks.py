@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from framecast.inputs.errors import InputError
 from framecast.inputs.safe_fetch import FetchPolicy, post_bytes
+from framecast.logs import bind_request_id
 from framecast.store.credentials import CredentialStore, SigningKeyRecord, active_signing_keys
 from framecast.store.jobs import JobRecord, JobStore
 from framecast.store.outbox import AttemptResult, ClaimedDelivery, WebhookOutbox
@@ -181,6 +182,8 @@ class WebhookSender:
 
     async def _deliver(self, claimed: ClaimedDelivery) -> None:
         delivery = claimed.delivery
+        # Each delivery runs in a task of its own (`deliver_due` gathers them): this names only its lines.
+        bind_request_id(delivery.request_id)
         record = await anyio.to_thread.run_sync(self.store.get_job, delivery.request_id)
         attempt = delivery.attempts + 1
         status_code: int | None = None
