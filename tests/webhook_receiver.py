@@ -10,7 +10,8 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,17 +26,26 @@ class ReceivedWebhook:
     path: str
     headers: dict[str, str]
     body: bytes
+    # What the receiver answered, and when (Unix seconds): a signature's timestamp is judged at receipt.
+    status_code: int = 200
+    received_at: float = field(default_factory=time.time)
 
     def json(self) -> Any:
         return json.loads(self.body)
 
 
 class WebhookReceiver:
-    """Records every POST; answers `status_code`. Start and stop it on a fixed port to play a receiver that is down."""
+    """Records every POST; answers `status_code`, or what `respond(headers, body)` returns when given.
 
-    def __init__(self, port: int = 0, status_code: int = 200) -> None:
+    Start and stop it on a fixed port to play a receiver that is down.
+    """
+
+    def __init__(
+        self, port: int = 0, status_code: int = 200, respond: Callable[[dict[str, str], bytes], int] | None = None
+    ) -> None:
         self.port = port
         self.status_code = status_code
+        self.respond = respond
         self.received: list[ReceivedWebhook] = []
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -51,11 +61,12 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                self.send_response(receiver.status_code)
+                status_code = receiver.status_code if receiver.respond is None else receiver.respond(headers, body)
+                self.send_response(status_code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 with receiver._changed:
-                    receiver.received.append(ReceivedWebhook(self.path, headers, body))
+                    receiver.received.append(ReceivedWebhook(self.path, headers, body, status_code))
                     receiver._changed.notify_all()
 
             def log_message(self, format: str, *args: Any) -> None:
