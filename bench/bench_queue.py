@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.measure import process_cpu_s, table  # noqa: E402
+from bench.measure import cpu_stall_s, process_cpu_s, table  # noqa: E402
 from tests.e2e.server import FramecastServer, make_certificates, wait_for  # noqa: E402
 
 ENDPOINT = "fal-ai/wan-i2v"
@@ -108,9 +108,12 @@ class Cycle:
     result_s: float  # GET result
     server_inference_s: float | None  # metrics.inference_time: engine generate, without the MP4 encode
     polls: int
+    download_s: float = 0.0  # GET of the result's video URL, with run_cycle(download=True); included in total_s
+    output_bytes: int = 0  # the video's size, with download=True
 
 
-def run_cycle(client: httpx.Client, image_uri: str) -> Cycle:
+def run_cycle(client: httpx.Client, image_uri: str, *, download: bool = False) -> Cycle:
+    """Submit, poll status every 20 ms until COMPLETED, GET the result; with `download`, then GET its video too."""
     started = time.perf_counter()
     response = client.post(f"/queue/{ENDPOINT}", json={**WAN_INPUT, "image_url": image_uri})
     response.raise_for_status()
@@ -137,6 +140,12 @@ def run_cycle(client: httpx.Client, image_uri: str) -> Cycle:
         raise RuntimeError(f"{request_id} failed: {body['error']}")
     result = client.get(f"{QUEUE}/requests/{request_id}")
     result.raise_for_status()
+    resulted = time.perf_counter()
+    output_bytes = 0
+    if download:
+        video = client.get(result.json()["video"]["url"])
+        video.raise_for_status()
+        output_bytes = len(video.content)
     finished = time.perf_counter()
     assert seen_running is not None
     return Cycle(
@@ -144,9 +153,11 @@ def run_cycle(client: httpx.Client, image_uri: str) -> Cycle:
         submit_s=submitted - started,
         queued_s=seen_running - submitted,
         running_s=completed - seen_running,
-        result_s=finished - completed,
+        result_s=resulted - completed,
         server_inference_s=(body.get("metrics") or {}).get("inference_time"),
         polls=polls,
+        download_s=finished - resulted,
+        output_bytes=output_bytes,
     )
 
 
@@ -189,7 +200,7 @@ def raw_child(weights: str, runs: int, warmup: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as directory:
         for index in range(warmup + runs):
             started = time.perf_counter()
-            result = engine.generate(request, lambda _progress: None, lambda _line: None)
+            result = engine.generate(request, lambda _progress: None, lambda *_line_and_level: None)
             generated = time.perf_counter()
             encode_mp4(result.frames, frames_per_second=result.frames_per_second, path=Path(directory) / "out.mp4")
             finished = time.perf_counter()
@@ -260,8 +271,10 @@ async def poll_load(
     assert server.process is not None
     server_pid = server.process.pid
 
+    # The same API key as server.client(): without it every poll is a 401.
+    headers = {"Authorization": f"Key {server.api_key}"} if server.api_key else {}
     async with http.AsyncClient(
-        base_url=server.url, verify=str(server.ca_path), limits=limits, timeout=REQUEST_TIMEOUT_S
+        base_url=server.url, verify=str(server.ca_path), limits=limits, timeout=REQUEST_TIMEOUT_S, headers=headers
     ) as client:
 
         async def poller(offset_s: float) -> None:
@@ -382,6 +395,7 @@ def main() -> int:
     if min(arguments.runs, arguments.pollers, arguments.logs_pollers) < 1 or arguments.poll_interval_s <= 0:
         parser.error("--runs and the poller counts must be >= 1, --poll-interval-s > 0")
 
+    stall_start, wall_start = cpu_stall_s(), time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="framecast-bench-"))
     log_path = work / "bench.log"
     server: FramecastServer | None = None
@@ -440,6 +454,8 @@ def main() -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
+    # Time some task on this machine waited for a CPU, as % of the run: high means other work shared it.
+    cpu_pressure_pct = round(100 * (cpu_stall_s() - stall_start) / (time.perf_counter() - wall_start), 1)
     framecast_totals = [cycle.total_s for cycle in cycles]
     raw_totals = [sample["total_s"] for sample in raw["samples"]]
     ratio = percentile(framecast_totals, 50) / percentile(raw_totals, 50)
@@ -492,11 +508,13 @@ def main() -> int:
     for row in rows:
         if row.error_kinds or row.warmup_errors:
             print(f"   logs={row.logs} errors: {row.error_kinds}, warm-up errors: {row.warmup_errors}")
+    print(f"\nCPU pressure during the run: {cpu_pressure_pct} % (tasks waiting for a CPU; high = a shared machine)")
 
     if arguments.json:
         report = {
             "config": {key: value for key, value in vars(arguments).items() if key not in ("json", "raw_child")},
             "cpu_count": os.cpu_count(),
+            "cpu_pressure_pct": cpu_pressure_pct,
             "request_cycle": {
                 "framecast": {
                     "p50_ms": ms(percentile(framecast_totals, 50)),

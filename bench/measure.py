@@ -39,6 +39,21 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def session_cpu_s(session_id: int) -> float:
+    """utime + stime of every live process in one session (Linux /proc; a server started with
+    `start_new_session=True` and its children), in seconds. Processes that already exited are not counted."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        # After the ")" of comm: fields[3] is the session id (field 6), utime and stime are at 11 and 12.
+        if int(fields[3]) == session_id:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def cpu_stall_s() -> float:
     """Seconds during which some task on this machine waited for a CPU (Linux PSI); NaN where unavailable."""
     try:
