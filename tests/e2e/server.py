@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -170,3 +171,24 @@ class FramecastServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
+
+
+def run_with_fal_client(server: FramecastServer, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The unmodified fal-client in a process of its own (it reads its hosts at import), configured for `server`.
+
+    `jobs` is `[{"endpoint", "arguments"}, ...]`; returns `[{"request_id", "result"|"error"}, ...]`
+    (tests/e2e/fal_subprocess.py).
+    """
+    environment = {
+        **os.environ,
+        "FAL_KEY": server.api_key or "",
+        "FAL_QUEUE_RUN_HOST": f"localhost:{server.port}/queue",
+        "FAL_RUN_HOST": f"localhost:{server.port}/run",
+        "SSL_CERT_FILE": str(server.ca_path),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.e2e.fal_subprocess"],
+        input=json.dumps(jobs), capture_output=True, text=True, env=environment, timeout=600, check=True,
+    )  # fmt: skip
+    results: list[dict[str, Any]] = json.loads(completed.stdout)
+    return results

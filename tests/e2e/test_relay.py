@@ -10,10 +10,6 @@ it follows the same upstream request and never submits a second one.
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,7 @@ import av
 import pytest
 
 from tests.e2e.conftest import new_data_dir, png_data_uri
-from tests.e2e.server import FramecastServer, wait_for
+from tests.e2e.server import FramecastServer, run_with_fal_client, wait_for
 from tests.e2e.test_closed_mapped import CLOSED
 
 pytestmark = pytest.mark.e2e
@@ -187,28 +183,6 @@ def test_a_restart_mid_job_follows_the_same_upstream_request(
     submits = [m for m in messages(relay_server, RELAYED, request_id) if "as upstream request" in m]
     assert len(submits) == 1, "submitted upstream exactly once"
     assert status(server, RELAYED, upstream_id)["error_type"] == "client_cancelled"
-
-
-def run_with_fal_client(server: FramecastServer, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The unmodified fal-client in its own process, configured only by its environment for `server`."""
-    environment = {
-        **os.environ,
-        "FAL_KEY": server.api_key or "",
-        "FAL_QUEUE_RUN_HOST": f"localhost:{server.port}/queue",
-        "FAL_RUN_HOST": f"localhost:{server.port}/run",
-        "SSL_CERT_FILE": str(server.ca_path),
-    }
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.e2e.fal_subprocess"],
-        input=json.dumps(jobs),
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=600,
-        check=True,
-    )
-    results: list[dict[str, Any]] = json.loads(completed.stdout)
-    return results
 
 
 def test_every_closed_endpoint_is_relayed_for_the_fal_client(

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import new_data_dir, png_data_uri
-from tests.e2e.server import FramecastServer, wait_for
+from tests.e2e.server import FramecastServer, run_with_fal_client, wait_for
 from tests.s3_server import S3Bucket
 
 pytestmark = pytest.mark.e2e
@@ -32,23 +28,6 @@ EXPECTED_SIZE = (112, 64)
 def job_arguments(image_url: str, seed: int) -> dict[str, Any]:
     return {"prompt": "a cat", "image_url": image_url, "resolution": "480p", "aspect_ratio": "16:9",
             "num_inference_steps": 2, "seed": seed}  # fmt: skip
-
-
-def run_with_fal_client(server: FramecastServer, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The unmodified fal-client in a process of its own (it reads its hosts at import), configured for `server`."""
-    environment = {
-        **os.environ,
-        "FAL_KEY": server.api_key or "",
-        "FAL_QUEUE_RUN_HOST": f"localhost:{server.port}/queue",
-        "FAL_RUN_HOST": f"localhost:{server.port}/run",
-        "SSL_CERT_FILE": str(server.ca_path),
-    }
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.e2e.fal_subprocess"],
-        input=json.dumps(jobs), capture_output=True, text=True, env=environment, timeout=300, check=True,
-    )  # fmt: skip
-    results: list[dict[str, Any]] = json.loads(completed.stdout)
-    return results
 
 
 def download_video(url: str) -> tuple[bytes, int, tuple[int, int]]:
