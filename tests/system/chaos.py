@@ -12,8 +12,9 @@ share of deliveries (HTTP 503, drawn from the seed) so that retries happen too. 
 - the kill loop (a thread) waits a random time drawn from the seed, then SIGKILLs a target and restarts it:
   targets come in shuffled blocks of one API and two worker kills. A worker restarts at once (it loads in
   the background while the other keeps working); the API restarts and the loop waits until it answers.
-  Job i is not submitted before floor(i * min_kills / jobs) kills have happened, so the kills are spread
-  over the whole run rather than bunched at its start; the loop goes on killing until every job is done.
+  Job i is not submitted before floor(i * min_kills / jobs) - 1 kills have happened, so the kills are spread
+  over the whole run rather than bunched at its start, and a batch of jobs is always running ahead of the next
+  kill; the loop goes on killing until every job is done and at least `min_kills` kills have happened.
 - the receiver records every POST and its answer.
 
 When every job is done the kills stop, every process is up again, and the run waits (with a deadline) until the
@@ -342,6 +343,7 @@ class ChaosRun:
             killer.start()
             with self.client() as client:
                 self.drive(client)
+                self.wait_min_kills()
                 self.stop_killing.set()
                 killer.join(timeout=WORKER_START_TIMEOUT_S)
                 report.jobs_s = time.monotonic() - self.started
@@ -403,7 +405,17 @@ class ChaosRun:
             time.sleep(CLIENT_POLL_S)
 
     def may_submit(self, index: int) -> bool:
-        return self.kill_count >= math.floor(index * self.config.min_kills / self.config.jobs)
+        """Job i waits for floor(i * min_kills / jobs) - 1 kills: one batch of jobs runs ahead of each kill."""
+        return self.kill_count >= math.floor(index * self.config.min_kills / self.config.jobs) - 1
+
+    def wait_min_kills(self) -> None:
+        """After the last job: the kills still owed (they hit idle workers, the API and its webhook sender)."""
+        wait_for(
+            lambda: self.kill_count >= self.config.min_kills or self.kill_failure is not None,
+            timeout_s=max(self.started + self.config.timeout_s - time.monotonic(), 1.0),
+            interval_s=0.1,
+            what=f"{self.config.min_kills} kills",
+        )
 
     # -- client calls ------------------------------------------------------------------------------
 
@@ -527,8 +539,9 @@ class ChaosRun:
         """Pick the moment to kill a worker: once it is ready and has claimed a job, a random time into that job.
 
         A worker killed while it loads does no work at all; killed between jobs it loses none. So the kill waits
-        (up to BUSY_WAIT_S) for the worker to hold a job, then a random share of a job's length (drawn from the
-        seed). Returns the request id it was running at the kill (as far as the database said), or "idle".
+        (up to BUSY_WAIT_S, and only while some job is unfinished) for the worker to hold a job, then a random
+        share of a job's length (drawn from the seed). Returns the request id it was running at the kill (as far
+        as the database said), or "idle".
         """
         api = self.cluster.api
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
@@ -539,7 +552,8 @@ class ChaosRun:
                 return "idle"
         deadline = time.monotonic() + BUSY_WAIT_S
         while (request_id := self.cluster.running_job(worker)) is None:
-            if time.monotonic() > deadline or self.stop_killing.wait(0.02):
+            unfinished = any(job.request_id is not None and not job.done for job in self.jobs)
+            if not unfinished or time.monotonic() > deadline or self.stop_killing.wait(0.02):
                 return "idle"
         self.stop_killing.wait(self.rng.uniform(0, JOB_LENGTH_S))
         return self.cluster.running_job(worker) or f"idle (just finished {request_id})"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 def test_sigkilled_api_and_workers_lose_no_job_double_no_output_and_deliver_every_webhook(
     tmp_path: Path, system_tiny_models: Path, system_certificates: tuple[Path, Path, Path]
 ) -> None:
-    config = ChaosConfig(jobs=12, seed=7, min_kills=4, timeout_s=240, settle_timeout_s=120)
+    config = ChaosConfig(jobs=12, seed=7, min_kills=3, kill_interval_s=(0.5, 2.0), timeout_s=240, settle_timeout_s=120)
     report = run_chaos(tmp_path, system_tiny_models, system_certificates, config)
     print(report.render())
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 def test_concurrent_clients_and_pollers_get_every_job_completed_without_an_error(
     tmp_path: Path, system_tiny_models: Path
 ) -> None:
-    config = LoadConfig(jobs=60, clients=10, pollers=20, poll_hz=10, timeout_s=240)
+    config = LoadConfig(jobs=40, clients=10, pollers=20, poll_hz=10, timeout_s=240)
     server = start_server(tmp_path, system_tiny_models, workers=2)
     try:
         report = run_load(server, config)

@@ -1,13 +1,14 @@
-"""The drivers' own arithmetic and verdicts, without a server."""
+"""The drivers' own arithmetic, verdicts and client logic, without a server."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import httpx
 import pytest
 
-from tests.system.chaos import API, ChaosConfig, ChaosReport, KillEvent
+from tests.system.chaos import API, ChaosConfig, ChaosReport, ChaosRun, KillEvent
 from tests.system.cluster import Latency, error_kind
 from tests.system.load import LoadConfig, LoadReport
 
@@ -77,3 +78,53 @@ def test_a_chaos_run_fails_on_any_loss_double_or_missing_webhook_but_not_on_dupl
         "webhook never accepted: r2",
         "1 of 2 jobs completed with a video",
     ]
+
+
+class FakeApi:
+    """An httpx transport that plays the API for the chaos client: cut-off submits, a history, new jobs."""
+
+    def __init__(self, history: list[str], cut_off: int = 0) -> None:
+        self.history = history  # prompts of the jobs the server has
+        self.cut_off = cut_off  # submits to cut off after they were sent (the API died mid-request)
+        self.posts: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/api/requests":
+            entries = [{"request_id": f"id-{prompt}", "input": {"prompt": prompt}} for prompt in self.history]
+            return httpx.Response(200, json={"requests": entries})
+        assert request.method == "POST"
+        prompt = json.loads(request.content)["prompt"]
+        self.posts.append(prompt)
+        self.history.append(prompt)  # the server made the job...
+        if self.cut_off:
+            self.cut_off -= 1
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response", request=request)
+        return httpx.Response(200, json={"request_id": f"id-{prompt}"})
+
+
+def chaos_client(api: FakeApi) -> tuple[ChaosRun, httpx.Client]:
+    run = ChaosRun(cluster=None, config=ChaosConfig(jobs=2))  # type: ignore[arg-type]
+    return run, httpx.Client(base_url="https://api", transport=httpx.MockTransport(api))
+
+
+def test_the_chaos_client_adopts_a_cut_off_submit_that_the_server_made_instead_of_sending_it_twice() -> None:
+    api = FakeApi(history=[], cut_off=1)
+    run, client = chaos_client(api)
+    job = run.jobs[0]
+    assert not run.submit(client, job)  # ...but the answer was lost
+    assert job.ambiguous and job.request_id is None
+    assert run.submit(client, job)
+    assert job.request_id == f"id-{job.prompt}"
+    assert api.posts == [job.prompt], "sent once"
+    assert run.report.adopted_from_history == 1
+
+
+def test_the_chaos_client_sends_a_cut_off_submit_again_when_the_server_never_made_the_job() -> None:
+    api = FakeApi(history=[])
+    run, client = chaos_client(api)
+    job = run.jobs[1]
+    job.ambiguous = True  # cut off before the server stored anything
+    assert run.submit(client, job)
+    assert api.posts == [job.prompt]
+    assert job.request_id == f"id-{job.prompt}"
+    assert run.report.adopted_from_history == 0
