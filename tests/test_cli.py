@@ -46,15 +46,20 @@ def test_models_json_matches_the_api_shape(tmp_path: Path, capsys: pytest.Captur
     assert "framecast pull fal-ai/wan-i2v" in wan["reason"]
 
 
-def test_a_bad_bindings_file_stops_serve_before_it_starts(tmp_path: Path) -> None:
+def serve_with_bindings(tmp_path: Path, bindings_text: str) -> subprocess.CompletedProcess[str]:
+    """`framecast serve --models <a bindings file holding bindings_text>`, for bindings it must refuse at start."""
     bindings = tmp_path / "bindings.toml"
-    bindings.write_text('[endpoints."fal-ai/wan-i2v"]\nengine = "nope"\nweights = "a/b"\n')
-    result = subprocess.run(
+    bindings.write_text(bindings_text)
+    return subprocess.run(
         [sys.executable, "-m", "framecast", "serve", "--models", str(bindings), "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_bad_bindings_file_stops_serve_before_it_starts(tmp_path: Path) -> None:
+    result = serve_with_bindings(tmp_path, '[endpoints."fal-ai/wan-i2v"]\nengine = "nope"\nweights = "a/b"\n')
     assert result.returncode == 2
     assert "unknown engine 'nope'" in result.stderr
 
@@ -114,14 +119,7 @@ def test_worker_refuses_endpoints_it_has_no_binding_for(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_the_test_engine_without_test_faults(tmp_path: Path) -> None:
-    bindings = tmp_path / "bench.toml"
-    bindings.write_text('[endpoints."fal-ai/wan-i2v"]\nengine = "test-null"\nweights = "none"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "framecast", "serve", "--models", str(bindings), "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = serve_with_bindings(tmp_path, '[endpoints."fal-ai/wan-i2v"]\nengine = "test-null"\nweights = "none"\n')
     assert result.returncode == 2
     assert "bound to a test engine (test-null), which serves only with --test-faults" in result.stderr
 
